@@ -1,0 +1,120 @@
+"""Time this project's pipeline against the classic one, in one process, epochs alternating.
+
+    python benchmark.py --data-dir ../shared/data                 # 3 epochs each, CPU or GPU
+    python benchmark.py --data-dir ../shared/data --epochs 15     # full runs: compare final accuracy
+
+classic: torchvision RandomRotation/ToTensor/Normalize + DataLoader, fp32, the published recipe's
+         nn.Dropout(0.01), loss read back every step (as every published version of this exercise does).
+ours:    train.py's own functions: data on the device as tensors, batched augmentation, bf16 autocast.
+Both use the same network, seed, learning rate schedule and batch size.
+"""
+import argparse
+import contextlib
+import io
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+from tqdm import tqdm
+
+import train
+from model import Net
+
+
+def classic_loaders(args, device):
+    train_tf = transforms.Compose([transforms.RandomRotation((-args.rotation, args.rotation), fill=(0,)),
+                                   transforms.ToTensor(), transforms.Normalize((train.MNIST_MEAN,), (train.MNIST_STD,))])
+    test_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((train.MNIST_MEAN,), (train.MNIST_STD,))])
+    kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    return (DataLoader(datasets.MNIST(args.data_dir, train=True, transform=train_tf), args.batch_size,
+                       shuffle=True, **kw),
+            DataLoader(datasets.MNIST(args.data_dir, train=False, transform=test_tf), args.test_batch_size, **kw))
+
+
+def classic_epoch(model, optimizer, loaders, device):
+    """The published loop: PIL transforms in a DataLoader, fp32, a host sync every step."""
+    train_loader, test_loader = loaders
+    model.train()
+    bar = tqdm(train_loader, file=sys.stdout)
+    for batch_id, (x, y) in enumerate(bar):
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        output = model(x)
+        loss = F.nll_loss(output, y)
+        loss.backward()
+        optimizer.step()
+        bar.set_description(f"Loss={loss.item():.4f} Batch_id={batch_id}")
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in test_loader:
+            correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+    return 100 * correct / len(test_loader.dataset)
+
+
+def make_run(args, dropout, device):
+    torch.manual_seed(args.seed)
+    model = Net(dropout=dropout).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                nesterov=args.nesterov, weight_decay=args.weight_decay)
+    return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, args.step_size, args.gamma)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="./data")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per pipeline (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="classic DataLoader workers (default: %(default)s)")
+    p.add_argument("--classic-dropout", type=float, default=0.01,
+                   help="dropout of the classic run (default: %(default)s, the published recipe)")
+    p.add_argument("--seed", type=int, default=1)
+    bench = p.parse_args()
+    args = train.parse_args(["--seed", str(bench.seed), "--data-dir", bench.data_dir])  # train.py's defaults
+    args.workers = bench.workers
+    device = train.pick_device(bench.device)
+    data = train.load_mnist(args.data_dir, device)
+    loaders = classic_loaders(args, device)
+    runs = {"classic": make_run(args, bench.classic_dropout, device), "ours": make_run(args, args.dropout, device)}
+    seconds = {name: [] for name in runs}
+    accuracy = {}
+    peak_gpu = {name: 0 for name in runs}
+
+    for epoch in range(bench.epochs):
+        for name, (model, optimizer, scheduler) in runs.items():  # alternate, so both see the same machine
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):  # keep the progress bars out of the report
+                if name == "classic":
+                    accuracy[name] = classic_epoch(model, optimizer, loaders, device)
+                else:
+                    train.train_epoch(model, optimizer, data[:2], args, device, epoch)
+                    accuracy[name] = 100 * train.evaluate(model, *data[2:], args, device)[1] / len(data[2])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                peak_gpu[name] = max(peak_gpu[name], torch.cuda.max_memory_allocated())
+            seconds[name].append(time.perf_counter() - t0)
+            scheduler.step()
+            print(f"epoch {epoch} {name:8s} {seconds[name][-1]:7.2f} s  test {accuracy[name]:.2f} %", flush=True)
+
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    print(f"\ndevice: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  epochs {bench.epochs}")
+    print(f"{'pipeline':10s} {'s/epoch':>8s} {'15 epochs':>10s} {'test %':>7s}" +
+          ("  peak GPU MiB" if device.type == "cuda" else ""))
+    for name in runs:
+        gpu = f"  {peak_gpu[name] / 2**20:12.0f}" if device.type == "cuda" else ""
+        print(f"{name:10s} {median[name]:8.2f} {15 * median[name]:9.0f}s {accuracy[name]:7.2f}{gpu}")
+    print(f"speed-up (median s/epoch, train + test): {median['classic'] / median['ours']:.2f}x")
+    print(f"peak RSS of this process (both pipelines, data loaded twice): "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The 7,830-parameter MNIST network, and its receptive-field table.
+
+python model.py   prints the torchsummary table and the receptive-field table.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_block(c_in, c_out, dropout):
+    """3x3 valid conv (no bias: BatchNorm follows) -> ReLU -> BatchNorm -> Dropout."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, bias=False),
+        nn.ReLU(),
+        nn.BatchNorm2d(c_out),
+        nn.Dropout(dropout),
+    )
+
+
+class Net(nn.Module):
+    def __init__(self, dropout=0.0):
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_block(1, 10, dropout),   # 26x26
+            conv_block(10, 16, dropout),  # 24x24
+            conv_block(16, 8, dropout),   # 22x22
+            nn.MaxPool2d(2, 2),           # 11x11
+            conv_block(8, 16, dropout),   # 9x9
+            conv_block(16, 16, dropout),  # 7x7
+            conv_block(16, 10, dropout),  # 5x5
+            nn.AdaptiveAvgPool2d(1),      # GAP: 1x1
+            nn.Conv2d(10, 10, 1, bias=False),  # 1x1 head instead of a Linear layer
+        )
+
+    def forward(self, x):
+        return F.log_softmax(self.features(x).flatten(1), dim=1)
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def receptive_field_table(model, input_size=(1, 28, 28)):
+    """Rows (layer, in size, out size, channels, kernel, stride, padding, RF) for each layer that
+    changes the receptive field, read off the model's own modules with forward hooks."""
+    rows, shapes = [], {}
+    spatial = (nn.Conv2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, spatial)]
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, (i[0].shape, o.shape)))
+             for name, m in layers]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, *input_size))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+
+    rf, jump = 1, 1  # receptive field and distance between adjacent outputs, in input pixels
+    for name, m in layers:
+        (_, c_in, h_in, _), (_, c_out, h_out, _) = shapes[name]
+        if isinstance(m, nn.AdaptiveAvgPool2d):  # global pooling: one kernel over the whole map
+            kernel, stride, padding = h_in, h_in, 0
+        else:
+            kernel, stride, padding = (_first(v) for v in (m.kernel_size, m.stride, m.padding))
+        rf += (kernel - 1) * jump
+        jump *= stride
+        kind = type(m).__name__
+        rows.append((f"{name} {kind}", h_in, h_out, f"{c_in}->{c_out}", kernel, stride, padding, rf))
+    return rows
+
+
+def _first(v):
+    return v[0] if isinstance(v, tuple) else v
+
+
+def format_rf_table(rows):
+    header = ("layer", "in", "out", "channels", "k", "s", "p", "RF")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), "-" * len(line(header))] + [line(r) for r in rows])
+
+
+if __name__ == "__main__":
+    from torchsummary import summary
+
+    net = Net()
+    summary(net, (1, 28, 28), device="cpu")
+    print("Receptive field")
+    print(format_rf_table(receptive_field_table(net)))

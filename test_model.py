@@ -1,0 +1,41 @@
+"""The network's contract: size, building blocks, output and receptive field."""
+import torch
+import torch.nn as nn
+
+from model import Net, count_params, receptive_field_table
+
+
+def test_parameter_count_is_7830_and_under_8000():
+    params = count_params(Net())
+    assert params < 8000
+    assert params == 7830
+
+
+def test_uses_batchnorm_dropout_and_global_average_pooling():
+    modules = list(Net(dropout=0.05).modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in modules) == 6
+    assert any(isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)) for m in modules)
+    dropouts = [m for m in modules if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 6 and all(d.p == 0.05 for d in dropouts)
+
+
+def test_no_linear_layers_and_bias_free_convs():
+    modules = list(Net().modules())
+    assert not any(isinstance(m, nn.Linear) for m in modules)
+    assert all(m.bias is None for m in modules if isinstance(m, nn.Conv2d))
+
+
+def test_output_is_log_probabilities_of_shape_n_by_10():
+    model = Net().eval()
+    out = model(torch.randn(5, 1, 28, 28))
+    assert out.shape == (5, 10)
+    assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-5)
+    assert (out <= 0).all()
+
+
+def test_receptive_field_reaches_28_and_follows_the_layers():
+    rows = receptive_field_table(Net())
+    assert rows[-1][-1] >= 28
+    # spatial sizes as in the reference: 28 -> 26 -> 24 -> 22 -> 11 -> 9 -> 7 -> 5 -> 1 -> 1
+    assert [r[2] for r in rows] == [26, 24, 22, 11, 9, 7, 5, 1, 1]
+    assert [r[-1] for r in rows] == [3, 5, 7, 8, 12, 16, 20, 28, 28]

@@ -1,0 +1,349 @@
+"""train.py's pieces and whole runs, on a tiny synthetic MNIST written in torchvision's layout."""
+import json
+import math
+import shlex
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import train
+
+SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
+FAST = ["--epochs", "2", "--batch-size", "32", "--test-batch-size", "50", "--device", "cpu"]
+
+
+def write_idx(path, array, magic):
+    path.write_bytes(struct.pack(">i", magic) + b"".join(struct.pack(">i", d) for d in array.shape)
+                     + array.numpy().tobytes())
+
+
+def write_mnist(root, n_train=96, n_test=40):
+    """A learnable toy MNIST: each label draws a bright bar at its own place."""
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        images = (torch.rand(n, 28, 28, generator=g) * 40).to(torch.uint8)
+        for i, label in enumerate(labels.tolist()):
+            images[i, 4 + 2 * label: 6 + 2 * label, 6:22] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 2051)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 2049)
+    return raw
+
+
+@pytest.fixture
+def mnist(tmp_path):
+    write_mnist(tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.fixture(autouse=True)
+def no_download(monkeypatch):
+    """Never reach the network from a test: with no mirrors, torchvision's download fails at once."""
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [])
+
+
+def run_main(capsys, *argv):
+    code = train.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *words, expected_code=2):
+    assert code == expected_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def comparable(metrics):
+    """The metrics that must repeat exactly: everything but wall-clock times."""
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in metrics["epochs"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation
+
+def l_shape():
+    x = torch.full((1, 1, 28, 28), -train.MNIST_MEAN / train.MNIST_STD)
+    x[..., 4:20, 8:11] = 2.0
+    x[..., 17:20, 8:20] = 2.0
+    return x
+
+
+def test_augment_keeps_shape_dtype_device_and_is_identity_without_rotation_or_shift():
+    x = torch.randn(8, 1, 28, 28)
+    y = train.augment(x, rotation=15, shift=2)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+    assert torch.equal(train.augment(x, rotation=0, shift=0), x)
+    # the warp itself is the identity at 0 degrees and no shift
+    zero = torch.zeros(8)
+    assert torch.allclose(train.warp(x, zero, torch.zeros(8, 2)), x, atol=1e-5)
+
+
+def test_warp_rotates_and_shifts_like_the_exact_pixel_operations():
+    x = l_shape()
+    quarter = train.warp(x, torch.tensor([math.pi / 2]), torch.zeros(1, 2))
+    assert torch.allclose(quarter, torch.rot90(x, k=1, dims=(2, 3)), atol=1e-4)
+    shifted = train.warp(x, torch.zeros(1), torch.tensor([[3.0, -2.0]]))  # 3 px right, 2 px up
+    assert torch.allclose(shifted[..., :-3, 3:], x[..., 2:-1, :-3], atol=1e-4)
+
+
+def test_augment_moves_a_non_symmetric_pattern_with_its_own_angle_per_image():
+    torch.manual_seed(0)
+    x = l_shape().repeat(16, 1, 1, 1)
+    y = train.augment(x, rotation=20, shift=0)
+    moved = (y - x).abs().flatten(1).max(1).values
+    assert (moved > 0.01).all() and (moved > 1).sum() >= 8  # every image changed, most by a lot
+    assert len({round(float(v), 3) for v in (y - x).abs().flatten(1).sum(1)}) == 16  # each its own angle
+    corners = y[..., 0, 0]  # rotated-in corners are background, not zeros
+    assert torch.allclose(corners, torch.full_like(corners, -train.MNIST_MEAN / train.MNIST_STD), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+def test_loader_reads_torchvision_layout_into_normalised_tensors(mnist):
+    train_x, train_y, test_x, test_y = train.load_mnist(mnist, torch.device("cpu"))
+    assert train_x.shape == (96, 1, 28, 28) and test_x.shape == (40, 1, 28, 28)
+    assert train_x.dtype == torch.float32
+    assert train_y.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert math.isclose(train_x.max().item(), (1 - train.MNIST_MEAN) / train.MNIST_STD, rel_tol=1e-5)
+    assert math.isclose(train_x.min().item(), -train.MNIST_MEAN / train.MNIST_STD, rel_tol=1e-5)
+
+
+def test_missing_data_without_network_is_one_clear_line(tmp_path, capsys):
+    code, _, err = run_main(capsys, "--data-dir", tmp_path / "nothing", "--out-dir", tmp_path / "out", *FAST)
+    assert_one_line_error(code, err, "--data-dir", "MNIST/raw", "train-images-idx3-ubyte")
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("truncate", ["damaged"]),
+    ("magic", ["damaged"]),
+    ("count", ["disagree", "96 images", "95 labels"]),
+])
+def test_damaged_data_files_are_one_clear_line(mnist, tmp_path, capsys, damage, words):
+    raw = mnist / "MNIST" / "raw"
+    if damage == "truncate":
+        f = raw / "train-images-idx3-ubyte"
+        f.write_bytes(f.read_bytes()[:5000])
+    elif damage == "magic":
+        f = raw / "t10k-images-idx3-ubyte"
+        f.write_bytes(struct.pack(">i", 1234) + f.read_bytes()[4:])
+    else:
+        write_idx(raw / "train-labels-idx1-ubyte", torch.zeros(95, dtype=torch.uint8), 2049)
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST)
+    assert_one_line_error(code, err, *words)
+
+
+def test_data_dir_or_out_dir_that_is_a_file(mnist, tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, _, err = run_main(capsys, "--data-dir", a_file, "--out-dir", tmp_path / "out", *FAST)
+    assert_one_line_error(code, err, "--data-dir", "is a file")
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", a_file, *FAST)
+    assert_one_line_error(code, err, "--out-dir", "is a file")
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", a_file / "sub", *FAST)
+    assert_one_line_error(code, err, "--out-dir", "cannot be created")
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--epochs", 0), ("--batch-size", 0), ("--test-batch-size", -1), ("--lr", 0), ("--lr", -0.1),
+    ("--momentum", 1), ("--momentum", -0.5), ("--gamma", 0), ("--step-size", 0), ("--dropout", 1),
+    ("--dropout", -0.1), ("--rotation", -5), ("--label-smoothing", 1), ("--lr", "nan"),
+])
+def test_out_of_range_flags_are_one_clear_line(tmp_path, capsys, flag, value):
+    code, _, err = run_main(capsys, "--out-dir", tmp_path / "out", flag, value)
+    assert_one_line_error(code, err, flag)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_requested_device_that_is_missing(tmp_path, capsys, device):
+    if train.pick_device("auto").type == device:
+        pytest.skip(f"{device} is available here")
+    code, _, err = run_main(capsys, "--device", device, "--out-dir", tmp_path / "out")
+    assert_one_line_error(code, err, f"--device {device}", "--device cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# whole runs
+
+def test_two_epoch_run_writes_outputs_and_prints_the_documented_log(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["params"] == 7830 and metrics["seed"] == 1 and metrics["device"] == "cpu"
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    assert set(metrics["epochs"][0]) >= {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+    assert metrics["final_test_acc"] == metrics["epochs"][-1]["test_acc"]
+    assert metrics["best_test_acc"] == max(e["test_acc"] for e in metrics["epochs"])
+    assert metrics["total_seconds"] > 0 and metrics["torch"] == torch.__version__
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert {"model", "optimizer", "scheduler", "epoch", "args"} <= set(ckpt) and ckpt["epoch"] == 1
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob("*.tmp"))
+
+    lines = stdout.splitlines()
+    expected_in_order = [
+        "Total params: 7,830", "---------------------------", "device:  cpu", "---------------------------",
+        "--------------------------------------------", "EPOCH: 0", "Learning Rate = 0.010000",
+        "Training set: Average loss: ", "Test set: Average loss: ", "--------------------------------------------",
+        "EPOCH: 1"]
+    at = 0
+    for want in expected_in_order:
+        at = next(i for i in range(at, len(lines)) if lines[i].startswith(want)) + 1
+    e0 = metrics["epochs"][0]
+    n_correct = round(e0["train_acc"] * 96 / 100)
+    assert f"Training set: Average loss: {e0['train_loss']:.4f}, Accuracy: {n_correct}/96 ({e0['train_acc']:.2f}%)" in lines
+    assert f"Test set: Average loss: {e0['test_loss']:.4f}, Accuracy: {round(e0['test_acc'] * 40 / 100)}/40 " \
+           f"({e0['test_acc']:.2f}%)" in lines
+    assert "Loss=" in stdout and "Batch_id=2 Accuracy=" in stdout  # 96 / 32 = 3 batches: ids 0..2
+
+
+def test_same_seed_same_numbers_on_cpu(mnist, tmp_path, capsys):
+    runs = []
+    for name in ("a", "b"):
+        assert run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / name, *FAST)[0] == 0
+        runs.append(comparable(json.loads((tmp_path / name / "metrics.json").read_text())))
+    assert runs[0] == runs[1]
+    assert run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "c", *FAST, "--seed", "2")[0] == 0
+    assert comparable(json.loads((tmp_path / "c" / "metrics.json").read_text())) != runs[0]
+
+
+@pytest.mark.parametrize("extra", [[], ["--average-epochs", "2"]])
+def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterrupted_one(
+        mnist, tmp_path, capsys, monkeypatch, extra):
+    args = ["--data-dir", mnist, "--out-dir", tmp_path / "whole", *FAST, "--epochs", "3", "--step-size", "1", *extra]
+    assert run_main(capsys, *args)[0] == 0
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+
+    evaluate, calls = train.evaluate, []
+
+    def interrupt_in_second_epoch(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises
+        return evaluate(*a)
+
+    monkeypatch.setattr(train, "evaluate", interrupt_in_second_epoch)
+    args[3] = tmp_path / "cut"
+    code, _, err = run_main(capsys, *args)
+    assert code == 130
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs"][-1]["epoch"] == 0
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    assert not list((tmp_path / "cut").glob("*.tmp"))
+    command = err.strip().splitlines()[-1].removeprefix("resume with: ")
+    assert f"--resume {tmp_path / 'cut' / 'checkpoint.pt'}" in command
+    assert run_main(capsys, *shlex.split(command)[2:])[0] == 0
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert comparable(resumed) == comparable(whole)
+
+
+def test_resume_from_a_bad_checkpoint_is_one_clear_line(mnist, tmp_path, capsys):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    other = tmp_path / "other.pt"
+    torch.save({"model": torch.nn.Linear(3, 3).state_dict()}, other)
+    for path in (garbage, other, tmp_path / "missing.pt"):
+        code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST, "--resume", path)
+        assert_one_line_error(code, err, "--resume")
+
+
+def test_exploding_loss_stops_at_once_naming_epoch_step_and_checkpoint(mnist, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--lr", "1e30", "--log-interval", "1")
+    assert_one_line_error(code, err, "loss became", "epoch 0, step 1", "--lr", expected_code=3)
+
+    # a good epoch first (3 steps), then a NaN: the error points at that epoch's checkpoint, which stays intact
+    augment, steps = train.augment, []
+
+    def nan_from_step_4(x, *a):
+        steps.append(1)
+        return augment(x, *a) * (float("nan") if len(steps) > 3 else 1)
+
+    monkeypatch.setattr(train, "augment", nan_from_step_4)
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--log-interval", "1")
+    assert_one_line_error(code, err, "loss became nan at epoch 1, step 0",
+                          f"last good checkpoint: {out / 'checkpoint.pt'}", expected_code=3)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0]
+
+
+# ---------------------------------------------------------------------------------------------
+# several seeds
+
+@pytest.mark.parametrize("text, seeds", [("1-10", list(range(1, 11))), ("3,7,11", [3, 7, 11]),
+                                         ("1-3,8", [1, 2, 3, 8]), ("5", [5])])
+def test_seed_lists(text, seeds):
+    assert train.parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["a", "1-", "3-1", "1,1", ""])
+def test_bad_seed_lists_are_one_clear_line(text, capsys):
+    code, _, err = run_main(capsys, "--seeds", text)
+    assert_one_line_error(code, err, "--seeds", "distinct seeds", "1-10")
+
+
+def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1,2")
+    assert code == 0
+    summary = json.loads((out / "seeds.json").read_text())
+    finals = [json.loads((out / f"seed_{s}" / "metrics.json").read_text())["final_test_acc"] for s in (1, 2)]
+    assert [r["seed"] for r in summary["runs"]] == [1, 2] and summary["not_finished"] == []
+    assert [r["final_test_acc"] for r in summary["runs"]] == finals
+    assert math.isclose(summary["final_mean"], sum(finals) / 2)
+    assert summary["final_min"] == min(finals)
+    assert summary["seeds_at_target"] == sum(f >= 99.4 for f in finals)
+    assert "seed" in stdout and "final: mean" in stdout and stdout.count("EPOCH: 0") == 2
+
+
+def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(mnist, tmp_path, capsys, monkeypatch):
+    real_run = train.run
+
+    def interrupted_at_seed_2(args, seed, *rest):
+        if seed == 2:
+            raise KeyboardInterrupt
+        return real_run(args, seed, *rest)
+
+    monkeypatch.setattr(train, "run", interrupted_at_seed_2)
+    out = tmp_path / "out"
+    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1-3")
+    assert code == 130
+    summary = json.loads((out / "seeds.json").read_text())
+    assert [r["seed"] for r in summary["runs"]] == [1] and summary["not_finished"] == [2, 3]
+    assert "not finished: seeds 2, 3" in stdout
+
+
+def test_summary_statistics():
+    runs = [{"seed": s, "final_test_acc": a, "best_test_acc": a, "epochs_at_target": 1, "total_seconds": 1.0}
+            for s, a in ((1, 99.40), (2, 99.50), (3, 99.30))]
+    s = train.summarize_seeds(runs, [1, 2, 3, 4], "cpu")
+    assert math.isclose(s["final_mean"], 99.40) and math.isclose(s["final_std"], 0.1)
+    assert s["final_min"] == 99.30 and s["seeds_at_target"] == 2 and s["not_finished"] == [4]
+
+
+# ---------------------------------------------------------------------------------------------
+# the real data and the GPU, where they are
+
+@pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(), reason=f"real MNIST not found at {SHARED_DATA}")
+def test_dry_run_on_real_mnist(tmp_path, capsys):
+    code, stdout, _ = run_main(capsys, "--data-dir", SHARED_DATA, "--out-dir", tmp_path, "--device", "cpu", "--dry-run")
+    assert code == 0
+    assert "Accuracy: " in stdout and "/10000 (" in stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"][0]["epoch"] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available here")
+def test_cuda_run(mnist, tmp_path, capsys):
+    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path, *FAST[:-2], "--device", "cuda")
+    assert code == 0 and "device:  cuda" in stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["device"].startswith("cuda")
