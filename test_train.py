@@ -2,7 +2,11 @@
 import json
 import math
 import shlex
+import signal
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -245,6 +249,23 @@ def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterru
     assert run_main(capsys, *shlex.split(command)[2:])[0] == 0
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert comparable(resumed) == comparable(whole)
+
+
+def test_real_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out), *FAST, "--epochs", "10000"]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "metrics.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "resume with: python train.py" in err
+    saved_epoch = torch.load(out / "checkpoint.pt", weights_only=False)["epoch"]  # loads: not half-written
+    logged = len(json.loads((out / "metrics.json").read_text())["epochs"])
+    assert logged - 1 <= saved_epoch <= logged  # the checkpoint is written just before metrics.json
+    assert not list(out.glob("*.tmp"))
 
 
 def test_resume_from_a_bad_checkpoint_is_one_clear_line(mnist, tmp_path, capsys):

@@ -79,9 +79,9 @@ def parse_args(argv=None):
     p.add_argument("--rotation", type=float, default=ROTATION, help="max rotation in degrees (default: %(default)s)")
     p.add_argument("--shift", type=float, default=SHIFT, help="max shift in pixels (default: %(default)s)")
     p.add_argument("--average-epochs", type=int, default=AVERAGE_EPOCHS, metavar="K",
-                   help="test (and save) the average of the weights after each of the last K epochs, "
+                   help="test the average of the weights after each of the last K epochs (kept in the checkpoint), "
                         "BatchNorm statistics recomputed; 0: off (default: %(default)s)")
-    p.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="(default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="cross-entropy label smoothing (default: %(default)s)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
                    help="bf16 autocast (CPU and CUDA) or plain fp32 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
@@ -92,7 +92,7 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw (default: %(default)s)")
     p.add_argument("--out-dir", default="./out", help="metrics, checkpoint and plot go here (default: %(default)s)")
     p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint")
-    p.add_argument("--log-interval", type=int, default=LOG_INTERVAL, help="(default: %(default)s)")
+    p.add_argument("--log-interval", type=int, default=LOG_INTERVAL, help="steps between progress-bar updates (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="one epoch of one batch, to check the setup quickly")
     args = p.parse_args(argv)
     check_args(args)
@@ -480,6 +480,7 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         device = pick_device(args.device)
+        torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
         out_dir = prepare_out_dir(args.out_dir)
         data = load_mnist(args.data_dir, device)
         if args.seeds:
