@@ -5,7 +5,8 @@
 
 classic: torchvision RandomRotation/ToTensor/Normalize + DataLoader, fp32, the published recipe's
          nn.Dropout(0.01), loss read back every step (as every published version of this exercise does).
-ours:    train.py's own functions: data on the device as tensors, batched augmentation, bf16 autocast.
+ours:    train.py's own epoch (train_and_test): data on the device as tensors, batched augmentation,
+         bf16 autocast, the default recipe (weight averaging over its last epochs included).
 Both use the same network, seed, learning rate schedule and batch size.
 """
 import argparse
@@ -23,7 +24,6 @@ from torchvision import datasets, transforms
 from tqdm import tqdm
 
 import train
-from model import Net
 
 
 def classic_loaders(args, device):
@@ -57,14 +57,6 @@ def classic_epoch(model, optimizer, loaders, device):
     return 100 * correct / len(test_loader.dataset)
 
 
-def make_run(args, dropout, device):
-    torch.manual_seed(args.seed)
-    model = Net(dropout=dropout).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                nesterov=args.nesterov, weight_decay=args.weight_decay)
-    return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, args.step_size, args.gamma)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="./data")
@@ -75,18 +67,20 @@ def main():
                    help="dropout of the classic run (default: %(default)s, the published recipe)")
     p.add_argument("--seed", type=int, default=1)
     bench = p.parse_args()
-    args = train.parse_args(["--seed", str(bench.seed), "--data-dir", bench.data_dir])  # train.py's defaults
+    # train.py's defaults, with its schedule's tail (weight averaging) on this run's last epochs
+    args = train.parse_args(["--seed", str(bench.seed), "--data-dir", bench.data_dir, "--epochs", str(bench.epochs)])
     args.workers = bench.workers
     device = train.pick_device(bench.device)
     data = train.load_mnist(args.data_dir, device)
     loaders = classic_loaders(args, device)
-    runs = {"classic": make_run(args, bench.classic_dropout, device), "ours": make_run(args, args.dropout, device)}
+    classic = argparse.Namespace(**{**vars(args), "dropout": bench.classic_dropout, "average_epochs": 0})
+    runs = {"classic": train.build(classic, args.seed, device), "ours": train.build(args, args.seed, device)}
     seconds = {name: [] for name in runs}
     accuracy = {}
     peak_gpu = {name: 0 for name in runs}
 
     for epoch in range(bench.epochs):
-        for name, (model, optimizer, scheduler) in runs.items():  # alternate, so both see the same machine
+        for name, (model, optimizer, scheduler, averaged) in runs.items():  # alternate, so both see the same machine
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -95,8 +89,7 @@ def main():
                 if name == "classic":
                     accuracy[name] = classic_epoch(model, optimizer, loaders, device)
                 else:
-                    train.train_epoch(model, optimizer, data[:2], args, device, epoch)
-                    accuracy[name] = 100 * train.evaluate(model, *data[2:], args, device)[1] / len(data[2])
+                    accuracy[name] = train.train_and_test(epoch, model, optimizer, averaged, data, args, device)["test_acc"]
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 peak_gpu[name] = max(peak_gpu[name], torch.cuda.max_memory_allocated())

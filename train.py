@@ -279,12 +279,7 @@ def run(args, seed, out_dir, device, data):
     print("device: ", device)
     print("---------------------------")
 
-    torch.manual_seed(seed)
-    model = Net(dropout=args.dropout).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                nesterov=args.nesterov, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
-    averaged = AveragedModel(model) if args.average_epochs else None
+    model, optimizer, scheduler, averaged = build(args, seed, device)
     metrics = new_metrics(args, seed, device, model)
     start_epoch = 0
     if args.resume:
@@ -308,6 +303,17 @@ def run(args, seed, out_dir, device, data):
         raise Interrupted(last_checkpoint)
     plot_curves(metrics, paths["curves.png"])
     return metrics
+
+
+def build(args, seed, device):
+    """The seeded network, its SGD optimizer, StepLR schedule and (if asked for) weight average."""
+    torch.manual_seed(seed)
+    model = Net(dropout=args.dropout).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                nesterov=args.nesterov, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
+    averaged = AveragedModel(model) if args.average_epochs else None
+    return model, optimizer, scheduler, averaged
 
 
 def train_and_test(epoch, model, optimizer, averaged, data, args, device):
