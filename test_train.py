@@ -110,6 +110,26 @@ def test_augment_moves_a_non_symmetric_pattern_with_its_own_angle_per_image():
     assert torch.allclose(corners, torch.full_like(corners, -train.MNIST_MEAN / train.MNIST_STD), atol=1e-5)
 
 
+def test_weight_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statistics():
+    torch.manual_seed(0)
+    args = train.parse_args(["--precision", "fp32"])
+    model, _, _, averaged = train.build(args, seed=0, device=torch.device("cpu"))
+    images = torch.randn(64, 1, 28, 28)
+    snapshots = []
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        snapshots.append([p.clone() for p in model.parameters()])
+        tested = train.average_in(averaged, model, images, args, torch.device("cpu"))
+    for p, *snaps in zip(tested.parameters(), *snapshots):
+        assert torch.allclose(p, torch.stack(snaps).mean(0), atol=1e-6)
+    first_conv, _, first_bn = tested.features[0][:3]
+    with torch.no_grad():
+        expected = first_conv(images).relu().mean((0, 2, 3))
+    assert torch.allclose(first_bn.running_mean, expected, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # data
 
@@ -198,7 +218,7 @@ def test_two_epoch_run_writes_outputs_and_prints_the_documented_log(mnist, tmp_p
     lines = stdout.splitlines()
     expected_in_order = [
         "Total params: 7,830", "---------------------------", "device:  cpu", "---------------------------",
-        "--------------------------------------------", "EPOCH: 0", "Learning Rate = 0.010000",
+        "--------------------------------------------", "EPOCH: 0", f"Learning Rate = {train.LR:.6f}",
         "Training set: Average loss: ", "Test set: Average loss: ", "--------------------------------------------",
         "EPOCH: 1"]
     at = 0
@@ -222,7 +242,7 @@ def test_same_seed_same_numbers_on_cpu(mnist, tmp_path, capsys):
     assert comparable(json.loads((tmp_path / "c" / "metrics.json").read_text())) != runs[0]
 
 
-@pytest.mark.parametrize("extra", [[], ["--average-epochs", "2"]])
+@pytest.mark.parametrize("extra", [["--average-epochs", "0"], ["--average-epochs", "2"]])
 def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterrupted_one(
         mnist, tmp_path, capsys, monkeypatch, extra):
     args = ["--data-dir", mnist, "--out-dir", tmp_path / "whole", *FAST, "--epochs", "3", "--step-size", "1", *extra]

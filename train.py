@@ -28,16 +28,16 @@ from model import Net, count_params
 EPOCHS = 15
 BATCH_SIZE = 128
 TEST_BATCH_SIZE = 1000
-LR = 0.01
+LR = 0.05
 MOMENTUM = 0.9
-STEP_SIZE = 10
-GAMMA = 0.1
+STEP_SIZE = 6
+GAMMA = 0.2
 DROPOUT = 0.0
 ROTATION = 7.0        # degrees, uniform in [-ROTATION, ROTATION] per image
 SHIFT = 0.0           # pixels, uniform in [-SHIFT, SHIFT] per image and axis
 WEIGHT_DECAY = 0.0
 LABEL_SMOOTHING = 0.0
-AVERAGE_EPOCHS = 0    # weight averaging (SWA) over the last epochs
+AVERAGE_EPOCHS = 3    # test the average of the weights after each of the last 3 epochs (the lr 0.002 phase)
 BN_IMAGES = 10000     # training images that re-estimate BatchNorm statistics for averaged weights
 LOG_INTERVAL = 20     # steps between progress-bar refreshes (each one syncs with the device)
 
