@@ -170,8 +170,9 @@ def load_mnist(data_dir, device):
                        "download again, or point --data-dir at a good copy")
         splits.append(check_split(ds, root))
     (train_x, train_y), (test_x, test_y) = splits
-    to_device = lambda x: ((x.float() / 255 - MNIST_MEAN) / MNIST_STD).unsqueeze(1).to(device)
-    return to_device(train_x), train_y.to(device), to_device(test_x), test_y.to(device)
+    # uint8 to the device first, then normalise in place: one float copy, no temporaries
+    normalised = lambda x: x.to(device).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
+    return normalised(train_x), train_y.to(device), normalised(test_x), test_y.to(device)
 
 
 def check_split(ds, root):
