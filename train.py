@@ -140,6 +140,7 @@ def pick_device(name):
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
     if not available[name]:
         raise Fail(f"--device {name} was requested but is not available here: use --device auto or --device cpu")
+    torch.backends.cudnn.benchmark = name == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
     return torch.device(name)
 
 
@@ -487,7 +488,6 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         device = pick_device(args.device)
-        torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
         out_dir = prepare_out_dir(args.out_dir)
         data = load_mnist(args.data_dir, device)
         if args.seeds:
