@@ -6,8 +6,9 @@
 classic: torchvision RandomRotation/ToTensor/Normalize + DataLoader, fp32, the published recipe's
          nn.Dropout(0.01), loss read back every step (as every published version of this exercise does).
 ours:    train.py's own epoch (train_and_test): data on the device as tensors, batched augmentation,
-         bf16 autocast, the default recipe (weight averaging over its last epochs included).
-Both use the same network, seed, learning rate schedule and batch size.
+         bf16 autocast, the default recipe (weight averaging over its last epochs included); with
+         --epochs 15 it is exactly `python train.py --seed N` (same numbers on the same machine).
+Both use the same network, seed, learning rate schedule, weight decay and batch size.
 """
 import argparse
 import contextlib
@@ -30,7 +31,9 @@ def classic_loaders(args, device):
     train_tf = transforms.Compose([transforms.RandomRotation((-args.rotation, args.rotation), fill=(0,)),
                                    transforms.ToTensor(), transforms.Normalize((train.MNIST_MEAN,), (train.MNIST_STD,))])
     test_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((train.MNIST_MEAN,), (train.MNIST_STD,))])
-    kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+    # their own generator: the loaders must not draw from the global RNG that `ours` trains with
+    kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+              generator=torch.Generator().manual_seed(args.seed))
     return (DataLoader(datasets.MNIST(args.data_dir, train=True, transform=train_tf), args.batch_size,
                        shuffle=True, **kw),
             DataLoader(datasets.MNIST(args.data_dir, train=False, transform=test_tf), args.test_batch_size, **kw))
@@ -57,7 +60,17 @@ def classic_epoch(model, optimizer, loaders, device):
     return 100 * correct / len(test_loader.dataset)
 
 
-def main():
+def rng_state(device):
+    return torch.get_rng_state(), torch.cuda.get_rng_state() if device.type == "cuda" else None
+
+
+def set_rng_state(device, state):
+    torch.set_rng_state(state[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[1])
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="./data")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
@@ -66,7 +79,7 @@ def main():
     p.add_argument("--classic-dropout", type=float, default=0.01,
                    help="dropout of the classic run (default: %(default)s, the published recipe)")
     p.add_argument("--seed", type=int, default=1)
-    bench = p.parse_args()
+    bench = p.parse_args(argv)
     # train.py's defaults, with its schedule's tail (weight averaging) on this run's last epochs
     args = train.parse_args(["--seed", str(bench.seed), "--data-dir", bench.data_dir, "--epochs", str(bench.epochs)])
     args.workers = bench.workers
@@ -75,6 +88,9 @@ def main():
     loaders = classic_loaders(args, device)
     classic = argparse.Namespace(**{**vars(args), "dropout": bench.classic_dropout, "average_epochs": 0})
     runs = {"classic": train.build(classic, args.seed, device), "ours": train.build(args, args.seed, device)}
+    # each pipeline draws from its own copy of the global RNG (classic's dropout would otherwise shift ours'
+    # batches), so `ours` here is exactly `python train.py --seed N` on the same machine
+    rng = {name: rng_state(device) for name in runs}
     seconds = {name: [] for name in runs}
     accuracy = {}
     peak_gpu = {name: 0 for name in runs}
@@ -84,6 +100,7 @@ def main():
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
+            set_rng_state(device, rng[name])
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # keep the progress bars out of the report
                 if name == "classic":
@@ -94,6 +111,7 @@ def main():
                 torch.cuda.synchronize()
                 peak_gpu[name] = max(peak_gpu[name], torch.cuda.max_memory_allocated())
             seconds[name].append(time.perf_counter() - t0)
+            rng[name] = rng_state(device)
             scheduler.step()
             print(f"epoch {epoch} {name:8s} {seconds[name][-1]:7.2f} s  test {accuracy[name]:.2f} %", flush=True)
 

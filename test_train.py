@@ -388,3 +388,22 @@ def test_cuda_run(mnist, tmp_path, capsys):
     code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path, *FAST[:-2], "--device", "cuda")
     assert code == 0 and "device:  cuda" in stdout
     assert json.loads((tmp_path / "metrics.json").read_text())["device"].startswith("cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark.py
+
+def test_benchmark_ours_is_exactly_train_py(mnist, tmp_path, capsys):
+    """The classic pipeline (its dropout, its DataLoader) must not shift the random numbers `ours` trains with:
+    the benchmark's `ours` is the same run as `python train.py --seed N`."""
+    import benchmark
+
+    benchmark.main(["--data-dir", str(mnist), "--epochs", "3", "--device", "cpu", "--workers", "0", "--seed", "5"])
+    out = capsys.readouterr().out
+    ours = [line.split()[-2] for line in out.splitlines() if line.startswith("epoch") and " ours " in line]
+    code, _, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", "--epochs", 3,
+                          "--device", "cpu", "--seed", 5)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert code == 0 and len(ours) == 3
+    assert ours == [f"{e['test_acc']:.2f}" for e in metrics["epochs"]]
+    assert "speed-up" in out and "peak RSS" in out
