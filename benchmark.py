@@ -60,16 +60,6 @@ def classic_epoch(model, optimizer, loaders, device):
     return 100 * correct / len(test_loader.dataset)
 
 
-def rng_state(device):
-    return torch.get_rng_state(), torch.cuda.get_rng_state() if device.type == "cuda" else None
-
-
-def set_rng_state(device, state):
-    torch.set_rng_state(state[0])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state[1])
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="./data")
@@ -90,7 +80,7 @@ def main(argv=None):
     runs = {"classic": train.build(classic, args.seed, device), "ours": train.build(args, args.seed, device)}
     # each pipeline draws from its own copy of the global RNG (classic's dropout would otherwise shift ours'
     # batches), so `ours` here is exactly `python train.py --seed N` on the same machine
-    rng = {name: rng_state(device) for name in runs}
+    rng = {name: train.rng_states() for name in runs}
     seconds = {name: [] for name in runs}
     accuracy = {}
     peak_gpu = {name: 0 for name in runs}
@@ -100,7 +90,7 @@ def main(argv=None):
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            set_rng_state(device, rng[name])
+            train.set_rng_states(rng[name])
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # keep the progress bars out of the report
                 if name == "classic":
@@ -111,7 +101,7 @@ def main(argv=None):
                 torch.cuda.synchronize()
                 peak_gpu[name] = max(peak_gpu[name], torch.cuda.max_memory_allocated())
             seconds[name].append(time.perf_counter() - t0)
-            rng[name] = rng_state(device)
+            rng[name] = train.rng_states()
             scheduler.step()
             print(f"epoch {epoch} {name:8s} {seconds[name][-1]:7.2f} s  test {accuracy[name]:.2f} %", flush=True)
 

@@ -381,8 +381,7 @@ def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, me
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "averaged": averaged.state_dict() if averaged is not None else None,
              "scheduler": scheduler.state_dict(), "epoch": epoch, "args": vars(args), "metrics": metrics,
-             "rng": {"cpu": torch.get_rng_state(),
-                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+             "rng": rng_states()}
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -401,10 +400,20 @@ def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device
         raise Fail(f"--resume {path} is not a checkpoint of this network ({type(e).__name__}): "
                    "pass a checkpoint.pt written by this train.py, or start without --resume")
     metrics["epochs"] = state["metrics"]["epochs"]
-    torch.set_rng_state(state["rng"]["cpu"].cpu())
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+    set_rng_states(state["rng"])
     return state["epoch"] + 1
+
+
+def rng_states():
+    """The global random-number generators' states (CPU, and every GPU where there is CUDA)."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_states(states):
+    torch.set_rng_state(states["cpu"].cpu())
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
 def plot_curves(metrics, path):
