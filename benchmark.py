@@ -74,6 +74,7 @@ def main(argv=None):
     args = train.parse_args(["--seed", str(bench.seed), "--data-dir", bench.data_dir, "--epochs", str(bench.epochs)])
     args.workers = bench.workers
     device = train.pick_device(bench.device)
+    args.precision, args.precision_why = train.pick_precision(args.precision, device)
     data = train.load_mnist(args.data_dir, device)
     loaders = classic_loaders(args, device)
     classic = argparse.Namespace(**{**vars(args), "dropout": bench.classic_dropout, "average_epochs": 0})

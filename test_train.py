@@ -121,7 +121,8 @@ def test_weight_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statis
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
         snapshots.append([p.clone() for p in model.parameters()])
-        tested = train.average_in(averaged, model, images, args, torch.device("cpu"))
+        averaged.update_parameters(model)
+        tested = train.with_fresh_bn(averaged, images, args, torch.device("cpu"))
     for p, *snaps in zip(tested.parameters(), *snapshots):
         assert torch.allclose(p, torch.stack(snaps).mean(0), atol=1e-6)
     first_conv, _, first_bn = tested.features[0][:3]

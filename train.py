@@ -35,9 +35,11 @@ GAMMA = 0.2
 DROPOUT = 0.0
 ROTATION = 7.0        # degrees, uniform in [-ROTATION, ROTATION] per image
 SHIFT = 0.0           # pixels, uniform in [-SHIFT, SHIFT] per image and axis
+SCALE = 0.0           # relative size change, uniform in [1 - SCALE, 1 + SCALE] per image
 WEIGHT_DECAY = 1e-3   # lifted the weakest seeds most (README, "How the recipe was chosen")
 LABEL_SMOOTHING = 0.0
 AVERAGE_EPOCHS = 3    # test the average of the weights after each of the last 3 epochs (the lr 0.002 phase)
+SNAPSHOTS = 1         # weight snapshots per averaged epoch (1: at its end; more: evenly spaced, SWA style)
 BN_IMAGES = 10000     # training images that re-estimate BatchNorm statistics for averaged weights
 LOG_INTERVAL = 20     # steps between progress-bar refreshes (each one syncs with the device)
 
@@ -73,17 +75,25 @@ def parse_args(argv=None):
     p.add_argument("--momentum", type=float, default=MOMENTUM, help="SGD momentum (default: %(default)s)")
     p.add_argument("--nesterov", action="store_true", help="use Nesterov momentum")
     p.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="L2 weight decay (default: %(default)s)")
+    p.add_argument("--bn-decay", action=argparse.BooleanOptionalAction, default=True,
+                   help="apply weight decay to BatchNorm weights and biases too (default: %(default)s)")
     p.add_argument("--step-size", type=int, default=STEP_SIZE, help="StepLR: epochs between decays (default: %(default)s)")
     p.add_argument("--gamma", type=float, default=GAMMA, help="StepLR: decay factor (default: %(default)s)")
     p.add_argument("--dropout", type=float, default=DROPOUT, help="dropout after each conv block (default: %(default)s)")
     p.add_argument("--rotation", type=float, default=ROTATION, help="max rotation in degrees (default: %(default)s)")
     p.add_argument("--shift", type=float, default=SHIFT, help="max shift in pixels (default: %(default)s)")
+    p.add_argument("--scale", type=float, default=SCALE, help="max relative scale change, e.g. 0.1 for 0.9-1.1 "
+                   "(default: %(default)s)")
     p.add_argument("--average-epochs", type=int, default=AVERAGE_EPOCHS, metavar="K",
                    help="test the average of the weights after each of the last K epochs (kept in the checkpoint), "
                         "BatchNorm statistics recomputed; 0: off (default: %(default)s)")
+    p.add_argument("--snapshots", type=int, default=SNAPSHOTS,
+                   help="weight snapshots per averaged epoch, evenly spaced (default: %(default)s)")
     p.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="cross-entropy label smoothing (default: %(default)s)")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
-                   help="bf16 autocast (CPU and CUDA) or plain fp32 (default: %(default)s)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16 autocast or plain fp32; auto: bf16 where the device computes it natively "
+                        "(CUDA compute capability >= 8.0, CPUs with AMX or AVX512-BF16), else fp32 "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     p.add_argument("--seeds", type=parse_seeds, default=None, metavar="LIST",
                    help="train one run per seed, e.g. 1-10 or 3,7,11, and print a summary")
@@ -93,7 +103,11 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default="./out", help="metrics, checkpoint and plot go here (default: %(default)s)")
     p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint")
     p.add_argument("--log-interval", type=int, default=LOG_INTERVAL, help="steps between progress-bar updates (default: %(default)s)")
+    p.add_argument("--validation", type=int, default=0, metavar="N",
+                   help="hold out N training images (a fixed draw) and report on them instead of the test set, "
+                        "for recipe search without the test set; 0: off (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="one epoch of one batch, to check the setup quickly")
+    p.set_defaults(precision_why=None)  # filled in by pick_precision
     args = p.parse_args(argv)
     check_args(args)
     return args
@@ -119,14 +133,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def check_args(args):
-    positive = ["epochs", "batch_size", "test_batch_size", "lr", "step_size", "gamma", "log_interval"]
+    positive = ["epochs", "batch_size", "test_batch_size", "lr", "step_size", "gamma", "log_interval", "snapshots"]
     for name in positive:
         if not getattr(args, name) > 0:
             raise Fail(f"--{name.replace('_', '-')} must be > 0 (got {getattr(args, name)})")
-    for name, hi in [("momentum", 1), ("dropout", 1), ("label_smoothing", 1)]:
+    for name, hi in [("momentum", 1), ("dropout", 1), ("label_smoothing", 1), ("scale", 1)]:
         if not 0 <= getattr(args, name) < hi:
             raise Fail(f"--{name.replace('_', '-')} must be in [0, {hi}) (got {getattr(args, name)})")
-    for name in ["weight_decay", "rotation", "shift", "average_epochs"]:
+    for name in ["weight_decay", "rotation", "shift", "average_epochs", "validation"]:
         if not getattr(args, name) >= 0:
             raise Fail(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(args, name)})")
     if args.seeds and args.resume:
@@ -142,6 +156,31 @@ def pick_device(name):
         raise Fail(f"--device {name} was requested but is not available here: use --device auto or --device cpu")
     torch.backends.cudnn.benchmark = name == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
     return torch.device(name)
+
+
+def pick_precision(requested, device):
+    """(precision, why). auto: bf16 autocast only where the hardware computes bf16 natively; elsewhere it is
+    emulated and slower than fp32 (3.5x a step on an AVX2-only CPU, and on GPUs before compute capability 8.0)."""
+    if requested != "auto":
+        return requested, "--precision " + requested
+    if device.type == "cuda":
+        cc = torch.cuda.get_device_capability(device)
+        native = cc >= (8, 0)
+        return ("bf16" if native else "fp32"), (f"{torch.cuda.get_device_name(device)}, compute capability "
+                                                f"{cc[0]}.{cc[1]}: bf16 {'native' if native else 'emulated'}")
+    if device.type == "cpu":
+        capability = torch.backends.cpu.get_cpu_capability()
+        units = [name for name, has in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported"))
+                 if getattr(torch.cpu, has, lambda: False)()]
+        # ONEDNN_MAX_CPU_ISA caps oneDNN's kernels below the hardware: below the bf16 ISAs, bf16 is emulated
+        cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+        if cap not in ("ALL", "DEFAULT") and not any(k in cap for k in ("BF16", "AMX", "FP16", "AVX10")):
+            units = []
+            capability += f", ONEDNN_MAX_CPU_ISA={cap}"
+        if units:
+            return "bf16", f"CPU with {' and '.join(units)} (torch capability {capability}): bf16 native"
+        return "fp32", f"CPU without AMX or AVX512-BF16 (torch capability {capability}): bf16 emulated"
+    return "fp32", f"{device.type}: bf16 autocast not used"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +215,17 @@ def load_mnist(data_dir, device):
     return normalised(train_x), train_y.to(device), normalised(test_x), test_y.to(device)
 
 
+def hold_out(data, n):
+    """Replace the test set by n training images, drawn once with a fixed generator (the same for every seed
+    and recipe), and train on the rest: a recipe search that never looks at the test set."""
+    train_x, train_y, _, _ = data
+    if not 0 < n < len(train_x):
+        raise Fail(f"--validation {n} must leave training images: pass 1 to {len(train_x) - 1}, e.g. 10000")
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0)).to(train_x.device)
+    keep, held = order[:-n], order[-n:]
+    return train_x[keep], train_y[keep], train_x[held], train_y[held]
+
+
 def check_split(ds, root):
     images, labels = ds.data, ds.targets
     name = "training" if ds.train else "test"
@@ -190,22 +240,27 @@ def check_split(ds, root):
     return images, labels
 
 
-def augment(x, rotation, shift):
-    """Rotate each image by its own random angle in [-rotation, rotation] degrees and shift it by its own
-    random offset of up to `shift` pixels per axis: one batched affine warp, no per-image Python."""
-    if rotation == 0 and shift == 0:
+def augment(x, rotation, shift, scale=0.0):
+    """Rotate each image by its own random angle in [-rotation, rotation] degrees, shift it by its own
+    random offset of up to `shift` pixels per axis and (if scale > 0) resize it by its own factor in
+    [1 - scale, 1 + scale]: one batched affine warp, no per-image Python."""
+    if rotation == 0 and shift == 0 and scale == 0:
         return x
     n = x.shape[0]
     angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(rotation)
     offset = (torch.rand(n, 2, device=x.device) * 2 - 1) * shift
-    return warp(x, angle, offset)
+    # drawn only when used, so that runs without scaling keep their random stream (and their numbers)
+    zoom = 1 + (torch.rand(n, device=x.device) * 2 - 1) * scale if scale else None
+    return warp(x, angle, offset, zoom)
 
 
-def warp(x, angle, offset):
-    """Rotate images (N, 1, H, W) by `angle` radians (N,) about their centres and shift them by `offset`
-    pixels (N, 2: x, y). Uncovered corners get the background (black) value."""
+def warp(x, angle, offset, zoom=None):
+    """Rotate images (N, 1, H, W) by `angle` radians (N,) about their centres, shift them by `offset`
+    pixels (N, 2: x, y) and scale them by `zoom` (N,). Uncovered corners get the background (black) value."""
     size = x.shape[-1]
     cos, sin, shift = angle.cos(), angle.sin(), -offset * 2 / size  # pixels -> grid's [-1, 1] coordinates
+    if zoom is not None:  # the grid maps output to input pixels: a larger digit samples a smaller area
+        cos, sin = cos / zoom, sin / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -221,8 +276,9 @@ def autocast(device, precision):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def train_epoch(model, optimizer, data, args, device, epoch):
-    """One pass over a fresh permutation of the training set. Returns (average loss, correct)."""
+def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
+    """One pass over a fresh permutation of the training set, adding args.snapshots evenly spaced copies
+    of the weights to `averaged` (if given). Returns (average loss, correct, images seen)."""
     train_x, train_y = data
     model.train()
     n = len(train_x)
@@ -232,15 +288,18 @@ def train_epoch(model, optimizer, data, args, device, epoch):
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    snapshot_after = {round(len(batches) * (k + 1) / args.snapshots) for k in range(args.snapshots)}
     bar = tqdm(batches, file=sys.stdout)
     for batch_id, idx in enumerate(bar):
-        x, y = augment(train_x[idx], args.rotation, args.shift), train_y[idx]
+        x, y = augment(train_x[idx], args.rotation, args.shift, args.scale), train_y[idx]
         with autocast(device, args.precision):
             output = model(x)
         loss = F.cross_entropy(output, y, label_smoothing=args.label_smoothing)  # output is log-probs
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averaged is not None and batch_id + 1 in snapshot_after:
+            averaged.update_parameters(model)
         # keep running sums on the device; read them back only every log_interval steps
         loss_sum += loss.detach() * len(idx)
         correct += (output.argmax(1) == y).sum()
@@ -274,8 +333,9 @@ def print_summary_table():
     summary(Net(), (1, 28, 28), device="cpu")  # a throwaway copy: the trained model's BN stats stay clean
 
 
-def run(args, seed, out_dir, device, data):
-    """One full training run with `seed`; writes metrics.json, checkpoint.pt and curves.png to out_dir."""
+def run(args, seed, out_dir, device, data, on_epoch=None):
+    """One full training run with `seed`; writes metrics.json, checkpoint.pt and curves.png to out_dir.
+    on_epoch(record), if given, sees each epoch's metrics as it ends (sweep.py reports them to Optuna)."""
     print_summary_table()
     print("---------------------------")
     print("device: ", device)
@@ -301,6 +361,8 @@ def run(args, seed, out_dir, device, data):
             save_checkpoint(paths["checkpoint.pt"], model, optimizer, scheduler, averaged, epoch, args, metrics)
             write_atomic(paths["metrics.json"], lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
             last_checkpoint = paths["checkpoint.pt"]
+            if on_epoch:
+                on_epoch(record)
     except KeyboardInterrupt:
         raise Interrupted(last_checkpoint)
     plot_curves(metrics, paths["curves.png"])
@@ -311,7 +373,10 @@ def build(args, seed, device):
     """The seeded network, its SGD optimizer, StepLR schedule and (if asked for) weight average."""
     torch.manual_seed(seed)
     model = Net(dropout=args.dropout).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+    params = model.parameters() if args.bn_decay else [  # without: decay only the conv weights
+        {"params": [p for p in model.parameters() if p.ndim > 1]},
+        {"params": [p for p in model.parameters() if p.ndim == 1], "weight_decay": 0.0}]
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
                                 nesterov=args.nesterov, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
     averaged = AveragedModel(model) if args.average_epochs else None
@@ -326,14 +391,14 @@ def train_and_test(epoch, model, optimizer, averaged, data, args, device):
     print("--------------------------------------------")
     print(f"EPOCH: {epoch}")
     print(f"Learning Rate = {lr:.6f}")
-    train_loss, train_correct, n_train = train_epoch(model, optimizer, (train_x, train_y), args, device, epoch)
+    averaging = averaged is not None and epoch >= args.epochs - args.average_epochs
+    train_loss, train_correct, n_train = train_epoch(model, optimizer, (train_x, train_y), args, device, epoch,
+                                                     averaged if averaging else None)
     print(f"\nTraining set: Average loss: {train_loss:.4f}, Accuracy: {train_correct}/{n_train} "
           f"({100 * train_correct / n_train:.2f}%)\n")
-    tested = model
-    if averaged is not None and epoch >= args.epochs - args.average_epochs:
-        tested = average_in(averaged, model, train_x[:BN_IMAGES], args, device)
+    tested = with_fresh_bn(averaged, train_x[:BN_IMAGES], args, device) if averaging else model
     test_loss, test_correct = evaluate(tested, test_x, test_y, args, device)
-    print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {test_correct}/{len(test_x)} "
+    print(f"\n{'Validation' if args.validation else 'Test'} set: Average loss: {test_loss:.4f}, Accuracy: {test_correct}/{len(test_x)} "
           f"({100 * test_correct / len(test_x):.2f}%)\n")
     print("--------------------------------------------")
     return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": 100 * train_correct / n_train,
@@ -341,10 +406,8 @@ def train_and_test(epoch, model, optimizer, averaged, data, args, device):
             "seconds": time.perf_counter() - t0}
 
 
-def average_in(averaged, model, bn_images, args, device):
-    """Add the current weights to the running average and re-estimate its BatchNorm statistics
-    (averaged weights make the running statistics stale); returns the averaged network."""
-    averaged.update_parameters(model)
+def with_fresh_bn(averaged, bn_images, args, device):
+    """The averaged network, its BatchNorm statistics re-estimated (averaged weights make them stale)."""
     with autocast(device, args.precision):
         update_bn(bn_images.split(args.test_batch_size), averaged)
     return averaged.module
@@ -352,6 +415,8 @@ def average_in(averaged, model, bn_images, args, device):
 
 def new_metrics(args, seed, device, model):
     return {"params": count_params(model), "seed": seed, "device": str(device), "torch": torch.__version__,
+            "precision": args.precision, "precision_why": args.precision_why,
+            "evaluated_on": f"validation ({args.validation} held-out training images)" if args.validation else "test",
             "args": {k: v for k, v in vars(args).items() if k not in ("seeds", "resume")},
             "total_seconds": 0.0, "final_test_acc": None, "best_test_acc": None, "epochs": []}
 
@@ -417,23 +482,48 @@ def set_rng_states(states):
 
 
 def plot_curves(metrics, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [e["epoch"] for e in metrics["epochs"]]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for split in ("train", "test"):
         ax_loss.plot(epochs, [e[f"{split}_loss"] for e in metrics["epochs"]], marker="o", label=split)
         ax_acc.plot(epochs, [e[f"{split}_acc"] for e in metrics["epochs"]], marker="o", label=split)
-    ax_acc.axhline(TARGET, color="red", linestyle="--", linewidth=1, label=f"{TARGET} %")
     ax_acc.set_ylim(97, 100)
-    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
-        ax.set_xlabel("epoch"), ax.set_ylabel(name), ax.grid(alpha=0.3), ax.legend()
-    fig.suptitle(f"seed {metrics['seed']}: final test accuracy {metrics['final_test_acc']:.2f} %")
+    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("loss"), ax_loss.grid(alpha=0.3), ax_loss.legend()
+    finish_accuracy_axes(ax_acc)
+    save_figure(fig, f"seed {metrics['seed']}: final test accuracy {metrics['final_test_acc']:.2f} %", path)
+
+
+def plot_seeds(summary, path):
+    """Each seed's test accuracy per epoch, with the target line: the spread at a glance."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in summary["runs"]:
+        ax.plot(range(len(r["test_accs"])), r["test_accs"], marker=".", linewidth=1, label=f"seed {r['seed']}")
+    ax.set_ylim(98.8, 99.8)
+    finish_accuracy_axes(ax, legend_columns=2 if len(summary["runs"]) > 10 else 1)
+    save_figure(fig, f"{len(summary['runs'])} seeds: final mean {summary['final_mean']:.3f} %, "
+                     f"min {summary['final_min']:.2f} %", path)
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def finish_accuracy_axes(ax, legend_columns=1):
+    ax.axhline(TARGET, color="red", linestyle="--", linewidth=1, label=f"{TARGET} %")
+    ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy (%)"), ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=legend_columns)
+
+
+def save_figure(fig, title, path):
+    fig.suptitle(title)
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def prepare_out_dir(out_dir):
@@ -458,19 +548,21 @@ def run_seeds(args, device, data):
     try:
         for seed in args.seeds:
             m = run(args, seed, prepare_out_dir(out_dir / f"seed_{seed}"), device, data)
-            results.append({k: m[k] for k in ("seed", "final_test_acc", "best_test_acc", "epochs_at_target",
-                                              "total_seconds")})
+            results.append({**{k: m[k] for k in ("seed", "final_test_acc", "best_test_acc", "epochs_at_target",
+                                                 "total_seconds")}, "test_accs": [e["test_acc"] for e in m["epochs"]]})
     finally:  # also on Ctrl-C: report what finished and name what did not
-        summary = summarize_seeds(results, args.seeds, device)
+        summary = summarize_seeds(results, args.seeds, device, args.precision)
         write_atomic(out_dir / "seeds.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+        if results:
+            plot_seeds(summary, out_dir / "seeds.png")
         print(format_seed_summary(summary))
     return summary
 
 
-def summarize_seeds(results, seeds, device):
+def summarize_seeds(results, seeds, device, precision=None):
     finals = [r["final_test_acc"] for r in results]
     done = {r["seed"] for r in results}
-    return {"device": str(device), "torch": torch.__version__, "target": TARGET, "runs": results,
+    return {"device": str(device), "precision": precision, "torch": torch.__version__, "target": TARGET, "runs": results,
             "not_finished": [s for s in seeds if s not in done],
             "final_mean": statistics.mean(finals) if finals else None,
             "final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0 if finals else None,
@@ -497,8 +589,12 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         device = pick_device(args.device)
+        args.precision, args.precision_why = pick_precision(args.precision, device)
+        print(f"precision: {args.precision} ({args.precision_why})")
         out_dir = prepare_out_dir(args.out_dir)
         data = load_mnist(args.data_dir, device)
+        if args.validation:
+            data = hold_out(data, args.validation)
         if args.seeds:
             run_seeds(args, device, data)
         else:

@@ -1,0 +1,360 @@
+"""Recipe studies on Optuna: sample a train.py recipe, train it on several seeds, score it by its weakest side.
+
+    python sweep.py --data-dir ../shared/data --out-dir runs/sweep --trials 40 --seeds 101-105
+    python sweep.py --out-dir runs/sweep --report                       # sweep.md + sweep.png, nothing trained
+    python sweep.py --data-dir ../shared/data --out-dir runs/sweep --confirm 3 --seeds 1-20
+
+Trials train on 50,000 training images and are scored on the other 10,000 (train.py --validation): the
+test set is never looked at while searching; only --confirm reads it, to report the chosen recipes.
+The study lives in its storage (default: an SQLite file in --out-dir), so the same command continues it,
+and any process or machine given the same --storage and --study-name joins it.
+"""
+import argparse
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import train
+
+warnings.filterwarnings("ignore", message=".*experimental feature.*")  # Optuna's heartbeat: stable in use
+
+# The search space: train.py flags and their ranges. ("log", lo, hi) and ("float", lo, hi) are continuous,
+# ("int", lo, hi) inclusive, ("choice", a, b, ...) categorical.
+SPACE = {
+    "lr": ("log", 0.02, 0.2),
+    "batch_size": ("choice", 64, 128),
+    "weight_decay": ("log", 2e-4, 5e-3),
+    "bn_decay": ("choice", True, False),
+    "step_size": ("int", 3, 8),
+    "gamma": ("choice", 0.1, 0.2, 0.3),
+    "rotation": ("float", 3.0, 12.0),
+    "shift": ("choice", 0.0, 0.5, 1.0),
+    "scale": ("choice", 0.0, 0.05, 0.1),
+    "average_epochs": ("int", 0, 5),
+    "snapshots": ("choice", 1, 4),
+    "label_smoothing": ("choice", 0.0, 0.05, 0.1),
+}
+# Recipes every new study tries first (changes to train.py's defaults): today's default, then the ideas
+# worth a direct look; the sampler takes over from there.
+FIRST = [
+    {},
+    {"batch_size": 64},
+    {"batch_size": 64, "lr": 0.025},
+    {"snapshots": 4, "average_epochs": 4},
+    {"bn_decay": False},
+    {"weight_decay": 2e-3},
+    {"shift": 1.0, "scale": 0.1},
+    {"label_smoothing": 0.05},
+]
+VALIDATION = 10000  # held-out training images that score the trials (train.py --validation)
+SCORE = "mean - 2 std"  # of the seeds' final validation accuracies: high only if every seed is high
+
+
+def score(finals):
+    return statistics.mean(finals) - 2 * (statistics.stdev(finals) if len(finals) > 1 else 0.0)
+
+
+def parse_args(argv=None):
+    p = train.ArgumentParser(description="Search train.py recipes with Optuna, scored on held-out training images.")
+    p.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw (default: %(default)s)")
+    p.add_argument("--out-dir", default="./sweep", help="study database, report and trial logs (default: %(default)s)")
+    p.add_argument("--trials", type=int, default=20, help="trials this command adds to the study (default: %(default)s)")
+    p.add_argument("--seeds", type=train.parse_seeds, default=train.parse_seeds("101-105"), metavar="LIST",
+                   help="seeds every trial trains on (default: 101-105)")
+    p.add_argument("--epochs", type=int, default=train.EPOCHS, help="epochs per run (default: %(default)s)")
+    p.add_argument("--validation", type=int, default=VALIDATION, metavar="N",
+                   help="held-out training images that score the trials (default: %(default)s)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage (default: sqlite:///OUT_DIR/sweep.db); e.g. postgresql://user@host/db "
+                        "for a study shared by several machines")
+    p.add_argument("--study-name", default="mnist-recipe", help="study to run or join (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes on this machine, each with its share of the cores (default: %(default)s)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="(default: %(default)s)")
+    p.add_argument("--no-prune", action="store_true", help="train every trial on every seed")
+    p.add_argument("--report", action="store_true", help="only write sweep.md and sweep.png from the stored trials")
+    p.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="retrain the best K recipes on all 60,000 images and report test accuracy on --seeds")
+    args = p.parse_args(argv)
+    for name in ("trials", "epochs", "jobs"):
+        if getattr(args, name) < 1:
+            raise train.Fail(f"--{name} must be >= 1 (got {getattr(args, name)})")
+    if args.confirm < 0:
+        raise train.Fail(f"--confirm must be >= 0 (got {args.confirm})")
+    args.out_dir = Path(args.out_dir)
+    args.storage = args.storage or f"sqlite:///{args.out_dir / 'sweep.db'}"
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# the study
+
+def open_study(args, create=True, queue=False):
+    """Create or join the study (queue: add FIRST's recipes not yet tried); refuse one that was made with
+    another search space."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials show in the progress lines
+    kwargs = {"heartbeat_interval": 60, "grace_period": 180}  # a killed worker's trial is marked failed, not left running
+    if args.storage.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # wait out other writers (optuna issue 820)
+    try:
+        storage = optuna.storages.RDBStorage(args.storage, **kwargs)
+        if not create:
+            return optuna.load_study(study_name=args.study_name, storage=storage)
+        pruner = optuna.pruners.PercentilePruner(25, n_startup_trials=len(FIRST)) if not args.no_prune \
+            else optuna.pruners.NopPruner()
+        study = optuna.create_study(study_name=args.study_name, storage=storage, direction="maximize",
+                                    load_if_exists=True, pruner=pruner,
+                                    sampler=optuna.samplers.TPESampler(multivariate=True, constant_liar=True))
+    except KeyError:
+        raise train.Fail(f"no study '{args.study_name}' in {args.storage}: check --study-name, or run a study first")
+    except Exception as e:  # sqlalchemy's URL and connection errors, optuna's own
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise train.Fail(f"--storage {args.storage} cannot be used ({first}): pass a URL such as "
+                         "sqlite:///path/sweep.db or postgresql://user:password@host/database")
+    space = json.loads(json.dumps(SPACE))  # as stored: tuples become lists
+    stored = study.user_attrs.get("space")
+    if stored is None:
+        study.set_user_attr("space", space)
+        study.set_user_attr("seeds", args.seeds)
+        study.set_user_attr("validation", args.validation)
+    elif stored != space:
+        raise train.Fail(f"study '{args.study_name}' in {args.storage} was made with another search space: "
+                         "pass a new --study-name (or another --storage) for this one")
+    if queue:
+        queue_first_recipes(study)
+    return study
+
+
+def queue_first_recipes(study):
+    """Queue each of FIRST's recipes that no trial has finished, or is running or waiting to run: one
+    that was interrupted is tried again."""
+    from optuna.trial import TrialState
+
+    taken = [t.params or t.system_attrs.get("fixed_params") for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))]
+    defaults = train.parse_args([])
+    for changes in FIRST:
+        params = {name: changes.get(name, getattr(defaults, name)) for name in SPACE}
+        if params not in taken:
+            study.enqueue_trial(params)
+
+
+def suggest(trial):
+    recipe = {}
+    for name, (kind, *values) in SPACE.items():
+        if kind == "choice":
+            recipe[name] = trial.suggest_categorical(name, values)
+        elif kind == "int":
+            recipe[name] = trial.suggest_int(name, *values)
+        else:
+            recipe[name] = trial.suggest_float(name, *values, log=kind == "log")
+    return recipe
+
+
+def recipe_flags(recipe):
+    """A recipe as train.py flags: {'lr': 0.05, 'bn_decay': False} -> ['--lr', '0.05', '--no-bn-decay']."""
+    flags = []
+    for name, value in recipe.items():
+        flag = "--" + name.replace("_", "-")
+        flags += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, f"{value:.4g}"]
+    return flags
+
+
+def objective(trial, args, device, data):
+    """Train the trial's recipe on every seed (held-out images as the test set); returns its score."""
+    import optuna
+
+    run_args = train_args(recipe_flags(suggest(trial)) + ["--validation", str(args.validation)], args, device)
+    finals, at_target = {}, {}
+    for i, seed in enumerate(args.seeds):
+        def report(record, step0=i * args.epochs):
+            trial.report(record["test_acc"], step0 + record["epoch"])
+
+        out_dir = train.prepare_out_dir(args.out_dir / "trials" / f"{trial.number:04d}" / f"seed_{seed}")
+        with contextlib.redirect_stdout(io.StringIO()):  # the per-run log: trial lines are the progress
+            metrics = train.run(run_args, seed, out_dir, device, data, on_epoch=report)
+        finals[seed], at_target[seed] = metrics["final_test_acc"], metrics["epochs_at_target"]
+        trial.set_user_attr("finals", finals)
+        trial.set_user_attr("epochs_at_target", at_target)
+        # ask the pruner only at a seed's end: earlier epochs compare schedules, not recipes
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return score(list(finals.values()))
+
+
+def train_args(flags, args, device):
+    run_args = train.parse_args(flags + ["--epochs", str(args.epochs), "--device", args.device])
+    run_args.precision, run_args.precision_why = train.pick_precision(run_args.precision, device)
+    return run_args
+
+
+def work(args, n_trials, threads, started, total):
+    """One worker: load the data once, then run n_trials trials of the shared study."""
+    torch.set_num_threads(threads)
+    device = train.pick_device(args.device)
+    study = open_study(args)
+    data = train.hold_out(train.load_mnist(args.data_dir, device), args.validation)
+
+    def progress(study, trial):
+        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) - started
+        elapsed = time.time() - start
+        left = elapsed / max(done, 1) * (total - done)
+        finals = " ".join(f"{v:.2f}" for v in trial.user_attrs.get("finals", {}).values())
+        value = f"score {trial.value:.3f}" if trial.value is not None else trial.state.name.lower()
+        print(f"trial {trial.number} ({done} of {total} here): {value}  seeds {finals}  "
+              f"{' '.join(recipe_flags(trial.params))}  [{elapsed / 60:.1f} min, ~{left / 60:.1f} min left]",
+              flush=True)
+
+    start = time.time()
+    try:
+        study.optimize(lambda t: objective(t, args, device, data), n_trials=n_trials, callbacks=[progress],
+                       catch=(train.Fail,))
+    except KeyboardInterrupt:  # Optuna has marked the running trial failed; the parent reports the stop
+        if multiprocessing.parent_process() is None:
+            raise
+
+
+def run_study(args):
+    study = open_study(args, queue=True)  # created (and its first recipes queued) once, before the workers join
+    started = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    cores = os.cpu_count() or 1
+    shares = [args.trials // args.jobs + (k < args.trials % args.jobs) for k in range(args.jobs)]
+    threads = max(1, cores // args.jobs)
+    print(f"study '{args.study_name}' in {args.storage}: {started} trials so far; adding {args.trials} "
+          f"with {args.jobs} worker(s) x {threads} thread(s), seeds {args.seeds}, {args.epochs} epochs", flush=True)
+    if args.jobs == 1:
+        work(args, args.trials, threads, started, args.trials)
+        return
+    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    workers = [ctx.Process(target=work, args=(args, n, threads, started, args.trials)) for n in shares if n]
+    for w in workers:
+        w.start()
+    try:
+        for w in workers:
+            w.join()
+    except KeyboardInterrupt:  # a Ctrl-C reaches every worker; a signal to this process alone is passed on
+        for w in workers:
+            w.join(5)
+            if w.is_alive():
+                os.kill(w.pid, signal.SIGINT)
+            w.join()  # each worker marks its running trial failed
+        raise
+    if any(w.exitcode for w in workers):
+        raise train.Fail(f"{sum(bool(w.exitcode) for w in workers)} worker(s) failed: see their errors above")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+def trial_rows(study):
+    """Finished trials as dicts, best score first (pruned and failed ones last)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if not t.state.is_finished():
+            continue
+        finals = list(t.user_attrs.get("finals", {}).values())
+        rows.append({"number": t.number, "state": t.state.name.lower(), "params": t.params, "finals": finals,
+                     "mean": statistics.mean(finals) if finals else None, "min": min(finals) if finals else None,
+                     "score": t.value})
+    return sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0), -(r["mean"] or 0)))
+
+
+def write_report(study, args):
+    rows = trial_rows(study)
+    seeds = study.user_attrs.get("seeds", [])
+    changed = [n for n in SPACE if len({repr(r["params"].get(n)) for r in rows}) > 1]  # columns worth showing
+    lines = [f"# Study '{args.study_name}'", "",
+             f"{len(rows)} finished trials; each trains with seeds {', '.join(map(str, seeds))} on the training "
+             f"images less {study.user_attrs.get('validation', '?'):,} held out, and is scored on those held-out images "
+             f"(never the test set). Score: {SCORE} of the seeds' final validation accuracies.", ""]
+    complete = [r for r in rows if r["state"] == "complete"]
+    if complete:
+        best = complete[0]
+        lines += ["Best recipe:", "", "```bash",
+                  "python train.py " + " ".join(recipe_flags(best["params"])), "```", ""]
+    lines += ["| trial | state | score | mean % | min % | seeds' final % | " + " | ".join(changed) + " |",
+              "|" + " --- |" * (6 + len(changed))]
+    number = lambda v, digits=3: "" if v is None else f"{v:.{digits}f}"
+    param = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+    for r in rows:
+        lines.append(f"| {r['number']} | {r['state']} | {number(r['score'])} | {number(r['mean'])} | "
+                     f"{number(r['min'], 2)} | {' '.join(f'{v:.2f}' for v in r['finals'])} | "
+                     + " | ".join(param(r["params"].get(n, "")) for n in changed) + " |")
+    md = args.out_dir / "sweep.md"
+    train.write_atomic(md, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    if complete:
+        plot_study(rows, args.out_dir / "sweep.png")
+    return md
+
+
+def plot_study(rows, path):
+    """Score per trial with the best so far, and the per-seed finals of the 10 best trials."""
+    plt = train.pyplot()
+    fig, (ax_hist, ax_best) = plt.subplots(1, 2, figsize=(13, 4.5))
+    done = sorted((r for r in rows if r["score"] is not None), key=lambda r: r["number"])
+    numbers = [r["number"] for r in done]
+    ax_hist.scatter(numbers, [r["score"] for r in done], s=14, label="trial score")
+    best = [max(r["score"] for r in done[:k + 1]) for k in range(len(done))]
+    ax_hist.step(numbers, best, where="post", color="C1", label="best so far")
+    ax_hist.set_xlabel("trial"), ax_hist.set_ylabel(f"score ({SCORE}), %"), ax_hist.grid(alpha=0.3)
+    ax_hist.legend(fontsize="small")
+    top = [r for r in rows if r["score"] is not None][:10]
+    for k, r in enumerate(top):
+        ax_best.scatter([k] * len(r["finals"]), r["finals"], s=14, color="C0")
+        ax_best.scatter([k], [r["mean"]], marker="_", s=300, color="C1")
+    ax_best.set_xticks(range(len(top)), [str(r["number"]) for r in top])
+    ax_best.set_xlabel("trial (best first)"), ax_best.set_ylabel("final validation accuracy per seed, %")
+    ax_best.grid(alpha=0.3)
+    train.save_figure(fig, "recipe study", path)
+
+
+def confirm(study, args):
+    """Retrain the best --confirm recipes on all training images and report test accuracy on --seeds."""
+    device = train.pick_device(args.device)
+    data = train.load_mnist(args.data_dir, device)
+    best = [r for r in trial_rows(study) if r["state"] == "complete"][:args.confirm]
+    for r in best:
+        run_args = train_args(recipe_flags(r["params"]), args, device)
+        run_args.seeds, run_args.out_dir = args.seeds, args.out_dir / "confirm" / f"trial_{r['number']:04d}"
+        print(f"confirming trial {r['number']} on the test set: python train.py {' '.join(recipe_flags(r['params']))}"
+              f" --seeds {','.join(map(str, args.seeds))}", flush=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            summary = train.run_seeds(run_args, device, data)
+        print(train.format_seed_summary(summary), flush=True)
+
+
+def main(argv=None):
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        train.prepare_out_dir(args.out_dir)
+        if args.report or args.confirm:
+            study = open_study(args, create=False)
+        else:
+            run_study(args)
+            study = open_study(args, create=False)
+        if args.confirm:
+            confirm(study, args)
+        print(f"report: {write_report(study, args)}")
+    except train.Fail as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are in the study; run the same command to continue it", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
