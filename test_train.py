@@ -1,4 +1,6 @@
 """train.py's pieces and whole runs, on a tiny synthetic MNIST written in torchvision's layout."""
+import contextlib
+import io
 import json
 import math
 import shlex
@@ -408,3 +410,96 @@ def test_benchmark_ours_is_exactly_train_py(mnist, tmp_path, capsys):
     assert code == 0 and len(ours) == 3
     assert ours == [f"{e['test_acc']:.2f}" for e in metrics["epochs"]]
     assert "speed-up" in out and "peak RSS" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# precision: bf16 only where the hardware computes it
+
+@pytest.mark.parametrize("amx, avx512_bf16, isa_cap, expected", [
+    (True, False, None, "bf16"),          # Xeon with AMX
+    (False, True, None, "bf16"),          # AVX512-BF16 (e.g. Zen 4, Cooper Lake)
+    (False, False, None, "fp32"),         # AVX2-only: bf16 would be emulated, 3.5x slower
+    (True, True, "AVX2", "fp32"),         # oneDNN capped below its bf16 kernels
+    (True, False, "AVX512_CORE_AMX", "bf16"),
+])
+def test_auto_precision_on_cpus(monkeypatch, amx, avx512_bf16, isa_cap, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    if isa_cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa_cap)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    precision, why = train.pick_precision("auto", torch.device("cpu"))
+    assert precision == expected and why
+    assert train.pick_precision("bf16", torch.device("cpu"))[0] == "bf16"  # forcing still works
+    assert train.pick_precision("fp32", torch.device("cpu"))[0] == "fp32"
+
+
+@pytest.mark.parametrize("capability, expected", [((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp32"), ((7, 0), "fp32")])
+def test_auto_precision_on_gpus(monkeypatch, capability, expected):
+    """Ampere and later compute bf16; a T4 (7.5) or V100 (7.0) only emulates it."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    precision, why = train.pick_precision("auto", torch.device("cuda"))
+    assert precision == expected and f"{capability[0]}.{capability[1]}" in why
+    assert train.pick_precision("auto", torch.device("mps"))[0] == "fp32"
+
+
+def test_run_records_and_prints_the_precision_it_used(mnist, tmp_path, capsys):
+    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST, "--epochs", "1")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    expected, why = train.pick_precision("auto", torch.device("cpu"))
+    assert code == 0 and metrics["precision"] == expected and metrics["precision_why"] == why
+    assert stdout.splitlines()[0] == f"precision: {expected} ({why})"  # once, before the documented log
+    assert stdout.count("precision: ") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# recipe knobs the study searches
+
+def test_scale_resizes_about_the_centre_and_costs_no_random_numbers_when_off():
+    x = torch.full((1, 1, 28, 28), -train.MNIST_MEAN / train.MNIST_STD)
+    x[..., 10:18, 10:18] = 2.0  # an 8x8 square in the middle
+    bright = lambda img: int((img > 0.5).sum())
+    bigger = train.warp(x, torch.zeros(1), torch.zeros(1, 2), torch.tensor([1.5]))
+    assert 12 ** 2 * 0.8 < bright(bigger) < 12 ** 2 * 1.2 and bigger[0, 0, 14, 14] > 1.9
+    assert torch.allclose(train.warp(x, torch.zeros(1), torch.zeros(1, 2), torch.ones(1)), x, atol=1e-5)
+    draws = []
+    for scale in (0.0, 0.0, 0.1):
+        torch.manual_seed(0)
+        train.augment(x, rotation=7, shift=0, scale=scale)
+        draws.append(torch.rand(1).item())
+    assert draws[0] == draws[1] != draws[2]  # scale 0 leaves the random stream (and old runs) as they were
+
+
+def test_validation_holds_out_the_same_training_images_for_every_seed():
+    data = (torch.arange(100.0).view(100, 1, 1, 1), torch.arange(100), torch.zeros(5, 1, 1, 1), torch.zeros(5))
+    a, b = train.hold_out(data, 20), train.hold_out(data, 20)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    train_x, train_y, val_x, val_y = a
+    assert len(train_x) == 80 and len(val_x) == 20
+    assert set(train_y.tolist()).isdisjoint(val_y.tolist()) and len(set(train_y.tolist()) | set(val_y.tolist())) == 100
+    with pytest.raises(train.Fail, match="--validation"):
+        train.hold_out(data, 100)
+
+
+def test_validation_run_reports_on_held_out_images_not_the_test_set(mnist, tmp_path, capsys):
+    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST, "--epochs", "1",
+                               "--validation", "16")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert code == 0 and "Validation set: Average loss" in stdout and "Test set" not in stdout
+    assert "/16 (" in stdout and "/80 (" in stdout and metrics["evaluated_on"].startswith("validation")
+
+
+def test_snapshots_per_epoch_enter_the_average_and_bn_decay_can_spare_batchnorm(mnist, tmp_path):
+    args = train.parse_args([*FAST, "--epochs", "2", "--average-epochs", "2", "--snapshots", "3", "--no-bn-decay"])
+    args.precision_why = "test"
+    device = torch.device("cpu")
+    data = train.load_mnist(mnist, device)
+    model, optimizer, scheduler, averaged = train.build(args, 1, device)
+    decays = {p.ndim: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decays == {4: args.weight_decay, 1: 0.0}  # conv weights decay, BatchNorm weights and biases do not
+    for epoch in range(2):
+        with contextlib.redirect_stdout(io.StringIO()):
+            train.train_and_test(epoch, model, optimizer, averaged, data, args, device)
+    assert averaged.n_averaged.item() == 6  # 3 snapshots in each of the 2 averaged epochs
