@@ -210,7 +210,7 @@ def test_two_epoch_run_writes_outputs_and_prints_the_documented_log(mnist, tmp_p
     assert metrics["final_test_acc"] == metrics["epochs"][-1]["test_acc"]
     assert metrics["best_test_acc"] == max(e["test_acc"] for e in metrics["epochs"])
     assert metrics["total_seconds"] > 0 and metrics["torch"] == torch.__version__
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "args"} <= set(ckpt) and ckpt["epoch"] == 1
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("*.tmp"))
@@ -282,7 +282,7 @@ def test_real_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(mni
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "resume with: python train.py" in err
-    saved_epoch = torch.load(out / "checkpoint.pt", weights_only=False)["epoch"]  # loads: not half-written
+    saved_epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]  # loads: not half-written
     logged = len(json.loads((out / "metrics.json").read_text())["epochs"])
     assert logged - 1 <= saved_epoch <= logged  # the checkpoint is written just before metrics.json
     assert not list(out.glob("*.tmp"))
@@ -296,6 +296,29 @@ def test_resume_from_a_bad_checkpoint_is_one_clear_line(mnist, tmp_path, capsys)
     for path in (garbage, other, tmp_path / "missing.pt"):
         code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST, "--resume", path)
         assert_one_line_error(code, err, "--resume")
+
+
+class CodeOnLoad:
+    """Unpickling this calls open(marker, "w"): a stand-in for any command a crafted file could run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_resume_never_runs_code_from_the_checkpoint(mnist, tmp_path, capsys):
+    out, marker = tmp_path / "out", tmp_path / "marker"
+    assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")[0] == 0
+    crafted = torch.load(out / "checkpoint.pt", weights_only=True)
+    crafted["metrics"]["payload"] = CodeOnLoad(marker)  # a real checkpoint with one unsafe object inside
+    torch.save(crafted, tmp_path / "crafted.pt")
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--resume", tmp_path / "crafted.pt")
+    assert_one_line_error(code, err, "--resume", "refused", "nothing in it was run")
+    assert not marker.exists()
+    torch.load(tmp_path / "crafted.pt", weights_only=False)  # the old way of loading: the payload runs
+    assert marker.exists()
 
 
 def test_exploding_loss_stops_at_once_naming_epoch_step_and_checkpoint(mnist, tmp_path, capsys, monkeypatch):
@@ -314,7 +337,7 @@ def test_exploding_loss_stops_at_once_naming_epoch_step_and_checkpoint(mnist, tm
     code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--log-interval", "1")
     assert_one_line_error(code, err, "loss became nan at epoch 1, step 0",
                           f"last good checkpoint: {out / 'checkpoint.pt'}", expected_code=3)
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
     assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0]
 
 

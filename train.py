@@ -11,10 +11,12 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -351,7 +353,8 @@ def average_in(averaged, model, bn_images, args, device):
 
 
 def new_metrics(args, seed, device, model):
-    return {"params": count_params(model), "seed": seed, "device": str(device), "torch": torch.__version__,
+    return {"params": count_params(model), "seed": seed, "device": str(device),
+            "torch": str(torch.__version__),  # a plain str: safe loading refuses torch's TorchVersion class
             "args": {k: v for k, v in vars(args).items() if k not in ("seeds", "resume")},
             "total_seconds": 0.0, "final_test_acc": None, "best_test_acc": None, "epochs": []}
 
@@ -388,20 +391,26 @@ def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, me
 def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device):
     """Restore everything a run needs to continue exactly; returns the next epoch."""
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        with warnings.catch_warnings():  # torch warns about odd pickles on stderr: the one line below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)  # plain data only: runs no code
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if averaged is not None:
             averaged.load_state_dict(state["averaged"])
+        metrics["epochs"] = state["metrics"]["epochs"]
+        set_rng_states(state["rng"])
+        return state["epoch"] + 1
     except FileNotFoundError:
         raise Fail(f"--resume {path}: no such file: pass the checkpoint.pt printed when the run stopped")
     except Exception as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))  # weights_only stopped before running it
+        if unsafe:
+            raise Fail(f"--resume {path} asks to load {unsafe[1]}, not just tensors and numbers: refused, "
+                       "nothing in it was run; pass a checkpoint.pt written by this train.py")
         raise Fail(f"--resume {path} is not a checkpoint of this network ({type(e).__name__}): "
                    "pass a checkpoint.pt written by this train.py, or start without --resume")
-    metrics["epochs"] = state["metrics"]["epochs"]
-    set_rng_states(state["rng"])
-    return state["epoch"] + 1
 
 
 def rng_states():
