@@ -1,6 +1,7 @@
 """train.py's pieces and whole runs, on a tiny synthetic MNIST written in torchvision's layout."""
 import json
 import math
+import os
 import shlex
 import signal
 import struct
@@ -271,16 +272,17 @@ def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterru
     assert comparable(resumed) == comparable(whole)
 
 
-def test_real_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path):
+@pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path, stop, code):
     out = tmp_path / "out"
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out), *FAST, "--epochs", "10000"]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (out / "metrics.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and "resume with: python train.py" in err
     saved_epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]  # loads: not half-written
     logged = len(json.loads((out / "metrics.json").read_text())["epochs"])
@@ -370,18 +372,30 @@ def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path
     assert "seed" in stdout and "final: mean" in stdout and stdout.count("EPOCH: 0") == 2
 
 
-def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(mnist, tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def sigterm_stops():
+    """What `python train.py` sets up before main(), for main() called in this process."""
+    previous = signal.signal(signal.SIGTERM, train.stop_on_sigterm)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("stop, code", [("ctrl-c", 130), ("sigterm", 143)])
+def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(
+        mnist, tmp_path, capsys, monkeypatch, sigterm_stops, stop, code):
     real_run = train.run
 
     def interrupted_at_seed_2(args, seed, *rest):
+        if seed == 2 and stop == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal: its handler raises here
         if seed == 2:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # what Ctrl-C raises
         return real_run(args, seed, *rest)
 
     monkeypatch.setattr(train, "run", interrupted_at_seed_2)
     out = tmp_path / "out"
-    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1-3")
-    assert code == 130
+    got, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1-3")
+    assert got == code
     summary = json.loads((out / "seeds.json").read_text())
     assert [r["seed"] for r in summary["runs"]] == [1] and summary["not_finished"] == [2, 3]
     assert "not finished: seeds 2, 3" in stdout

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import statistics
 import sys
 import time
@@ -48,11 +49,18 @@ TARGET = 99.40
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run, carrying the checkpoint to resume from (None before the first epoch ends)."""
+    """Ctrl-C or SIGTERM during a run, carrying the checkpoint to resume from (None before the first epoch ends)
+    and the exit code: 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a process those signals killed."""
 
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint, code=130):
         super().__init__()
-        self.checkpoint = checkpoint
+        self.checkpoint, self.code = checkpoint, code
+
+
+def stop_on_sigterm(signum, frame):
+    """SIGTERM (docker stop, Kubernetes, Slurm) stops like Ctrl-C. Without a handler Python dies without a word,
+    and as a container's PID 1 it ignores SIGTERM until docker stop kills it 10 s later."""
+    raise Interrupted(None, code=143)
 
 
 class Fail(Exception):
@@ -303,9 +311,9 @@ def run(args, seed, out_dir, device, data):
             save_checkpoint(paths["checkpoint.pt"], model, optimizer, scheduler, averaged, epoch, args, metrics)
             write_atomic(paths["metrics.json"], lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
             last_checkpoint = paths["checkpoint.pt"]
-    except KeyboardInterrupt:
-        raise Interrupted(last_checkpoint)
-    plot_curves(metrics, paths["curves.png"])
+        plot_curves(metrics, paths["curves.png"])
+    except KeyboardInterrupt as e:
+        raise Interrupted(last_checkpoint, getattr(e, "code", 130))
     return metrics
 
 
@@ -517,7 +525,7 @@ def main(argv=None):
         return e.code
     except KeyboardInterrupt as e:
         print_resume_hint(argv, getattr(e, "checkpoint", None))
-        return 130
+        return getattr(e, "code", 130)
     return 0
 
 
@@ -539,4 +547,5 @@ def print_resume_hint(argv, checkpoint):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     sys.exit(main())
