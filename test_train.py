@@ -1,4 +1,5 @@
 """train.py's pieces and whole runs, on a tiny synthetic MNIST written in torchvision's layout."""
+import errno
 import json
 import math
 import os
@@ -341,6 +342,25 @@ def test_exploding_loss_stops_at_once_naming_epoch_step_and_checkpoint(mnist, tm
                           f"last good checkpoint: {out / 'checkpoint.pt'}", expected_code=3)
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
     assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0]
+
+
+@pytest.mark.parametrize("full_at", ["checkpoint.pt", "metrics.json"])
+def test_full_disk_is_one_line_and_leaves_the_earlier_files_intact(mnist, tmp_path, capsys, monkeypatch, full_at):
+    replace = os.replace
+
+    def disk_full_from_epoch_1(src, dst):  # the first epoch's files fit, the second's do not
+        if Path(dst).name == full_at and Path(dst).exists():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", disk_full_from_epoch_1)
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST)
+    assert_one_line_error(code, err, f"could not write {out / full_at} (No space left on device)",
+                          f"last good checkpoint: {out / 'checkpoint.pt'}")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == (0 if full_at == "checkpoint.pt" else 1)
+    assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0]
+    assert not list(out.glob("*.tmp"))
 
 
 # ---------------------------------------------------------------------------------------------

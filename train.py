@@ -8,6 +8,7 @@ MNIST lives on the training device as two tensors; each epoch draws batches from
 index permutation and augments the whole batch with a few tensor ops (random rotation and shift).
 """
 import argparse
+import io
 import json
 import math
 import os
@@ -301,10 +302,7 @@ def run(args, seed, out_dir, device, data):
     last_checkpoint = args.resume
     try:
         for epoch in range(start_epoch, 1 if args.dry_run else args.epochs):
-            try:
-                record = train_and_test(epoch, model, optimizer, averaged, data, args, device)
-            except Fail as e:
-                raise Fail(f"{e}; last good checkpoint: {last_checkpoint}", e.code) if last_checkpoint else e
+            record = train_and_test(epoch, model, optimizer, averaged, data, args, device)
             scheduler.step()
             metrics["epochs"].append(record)
             finish_metrics(metrics)
@@ -314,6 +312,8 @@ def run(args, seed, out_dir, device, data):
         plot_curves(metrics, paths["curves.png"])
     except KeyboardInterrupt as e:
         raise Interrupted(last_checkpoint, getattr(e, "code", 130))
+    except Fail as e:  # a NaN loss, a full disk...: name what is left to resume from
+        raise Fail(f"{e}; last good checkpoint: {last_checkpoint}", e.code) if last_checkpoint else e
     return metrics
 
 
@@ -382,10 +382,13 @@ def write_atomic(path, write):
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
+        with open(tmp, "rb") as f:  # on the disk before the rename: a crash cannot leave an empty file either
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # Ctrl-C or a full disk: leave the old file, not a half-written one
+    except OSError as e:  # a full disk, a lost mount...: the earlier file stays as it was
+        raise Fail(f"could not write {path} ({e.strerror or e}): free some space or pass another --out-dir") from None
+    finally:  # also on Ctrl-C: no half-written file is left behind
         tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, metrics):
@@ -393,7 +396,9 @@ def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, me
              "averaged": averaged.state_dict() if averaged is not None else None,
              "scheduler": scheduler.state_dict(), "epoch": epoch, "args": vars(args), "metrics": metrics,
              "rng": rng_states()}
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()  # serialised in memory, so a full disk is an OSError, not torch's "unexpected pos"
+    torch.save(state, buffer)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device):
