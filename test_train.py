@@ -274,13 +274,15 @@ def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterru
 
 
 @pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path, stop, code):
+def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path, capsys, stop, code):
     out = tmp_path / "out"
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out), *FAST, "--epochs", "10000"]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (out / "metrics.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    second, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--overwrite")
+    assert_one_line_error(second, err, f"--out-dir {out} is in use by another train.py run")  # never interleaved
     proc.send_signal(stop)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == code, err
@@ -317,7 +319,8 @@ def test_resume_never_runs_code_from_the_checkpoint(mnist, tmp_path, capsys):
     crafted = torch.load(out / "checkpoint.pt", weights_only=True)
     crafted["metrics"]["payload"] = CodeOnLoad(marker)  # a real checkpoint with one unsafe object inside
     torch.save(crafted, tmp_path / "crafted.pt")
-    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--resume", tmp_path / "crafted.pt")
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "resumed", *FAST,
+                            "--resume", tmp_path / "crafted.pt")
     assert_one_line_error(code, err, "--resume", "refused", "nothing in it was run")
     assert not marker.exists()
     torch.load(tmp_path / "crafted.pt", weights_only=False)  # the old way of loading: the payload runs
@@ -361,6 +364,47 @@ def test_full_disk_is_one_line_and_leaves_the_earlier_files_intact(mnist, tmp_pa
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == (0 if full_at == "checkpoint.pt" else 1)
     assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0]
     assert not list(out.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the out-dir: one run at a time, and an earlier run is never replaced by accident
+
+def test_a_new_run_never_replaces_an_earlier_one_unless_told_to(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()  # an empty existing folder is fine
+    one_epoch = ["--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1"]
+    assert run_main(capsys, *one_epoch)[0] == 0
+    earlier = {name: (out / name).read_bytes() for name in train.RUN_FILES}
+    final = json.loads(earlier["metrics.json"])["final_test_acc"]
+    code, _, err = run_main(capsys, *one_epoch, "--dry-run")
+    assert_one_line_error(code, err, f"{out} already holds a run (seed 1, 1 epoch done, "
+                          f"final test accuracy {final:.2f} %)", f"--resume {out / 'checkpoint.pt'}",
+                          "another --out-dir", "--overwrite")
+    assert {name: (out / name).read_bytes() for name in train.RUN_FILES} == earlier
+    assert run_main(capsys, *one_epoch, "--seed", "2", "--overwrite")[0] == 0
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 2
+
+
+def test_a_seeds_run_never_replaces_an_earlier_one(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1")[0] == 0
+    for seeds, holder in (("2,1", out / "seed_1"), ("3", out)):  # seed 1's folder; the summary, seeds.json
+        code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--seeds", seeds)
+        assert_one_line_error(code, err, f"{holder} already holds a run", "--resume", "--overwrite")
+
+
+def test_a_run_into_a_locked_out_dir_is_refused_and_a_crashed_holder_blocks_nothing(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    hold = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, out / train.LOCK_FILE],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "1\n"  # another run holds the lock
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")
+    assert_one_line_error(code, err, f"--out-dir {out} is in use by another train.py run", "another --out-dir")
+    holder.kill()  # a crash: the lock file stays, the lock goes with the process
+    holder.wait()
+    assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")[0] == 0
 
 
 # ---------------------------------------------------------------------------------------------
