@@ -183,11 +183,29 @@ def test_data_dir_or_out_dir_that_is_a_file(mnist, tmp_path, capsys):
     ("--epochs", 0), ("--batch-size", 0), ("--test-batch-size", -1), ("--lr", 0), ("--lr", -0.1),
     ("--momentum", 1), ("--momentum", -0.5), ("--gamma", 0), ("--step-size", 0), ("--dropout", 1),
     ("--dropout", -0.1), ("--rotation", -5), ("--label-smoothing", 1), ("--lr", "nan"),
+    ("--rotation", "inf"), ("--shift", "inf"), ("--lr", "inf"), ("--weight-decay", "inf"),  # inf passes >= 0
+    ("--seed", 2**64), ("--seed", -2**63 - 1), ("--seeds", f"1,{10**23}"),  # beyond torch.manual_seed
+    ("--batch-size", 2**63), ("--epochs", 10**23),  # torch overflows on sizes beyond 64 bits
 ])
 def test_out_of_range_flags_are_one_clear_line(tmp_path, capsys, flag, value):
     code, _, err = run_main(capsys, "--out-dir", tmp_path / "out", flag, value)
     assert_one_line_error(code, err, flag)
     assert not (tmp_path / "out").exists()
+
+
+def real_cpu_out_of_memory():
+    torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: more than any address space holds
+
+
+def cuda_out_of_memory():
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+@pytest.mark.parametrize("allocate", [real_cpu_out_of_memory, cuda_out_of_memory])
+def test_out_of_memory_is_one_line_naming_the_batch_size(mnist, tmp_path, capsys, monkeypatch, allocate):
+    monkeypatch.setattr(train, "augment", lambda *a: allocate())
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST)
+    assert_one_line_error(code, err, "out of memory", "lower --batch-size")
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])

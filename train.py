@@ -53,6 +53,7 @@ LOG_INTERVAL = 20     # steps between progress-bar refreshes (each one syncs wit
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 TARGET = 99.40
+INT64_MAX = 2**63 - 1  # torch takes sizes and counts as 64-bit integers
 RUN_FILES = ("metrics.json", "checkpoint.pt", "curves.png")  # what one run writes to its folder
 LOCK_FILE = ".train.lock"
 
@@ -151,6 +152,19 @@ def check_args(args):
             raise Fail(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(args, name)})")
     if args.seeds and args.resume:
         raise Fail("--resume continues one run: drop --seeds, or resume one seed's checkpoint on its own")
+    check_limits(args)
+
+
+def check_limits(args):
+    """inf passes the range checks above, and integers beyond 64 bits overflow inside torch: refuse both."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Fail(f"--{name.replace('_', '-')} must be a finite number (got {value})")
+        if type(value) is int and name != "seed" and value > INT64_MAX:
+            raise Fail(f"--{name.replace('_', '-')} must be at most {INT64_MAX} (got {value})")
+    for flag, seeds in (("--seed", [args.seed]), ("--seeds", args.seeds or [])):
+        if any(not -2**63 <= seed < 2**64 for seed in seeds):  # what torch.manual_seed accepts
+            raise Fail(f"{flag} must be within [-2**63, 2**64 - 1] (got {', '.join(map(str, seeds))})")
 
 
 def pick_device(name):
@@ -321,9 +335,18 @@ def run(args, seed, out_dir, device, data):
         plot_curves(metrics, paths["curves.png"])
     except KeyboardInterrupt as e:
         raise Interrupted(last_checkpoint, getattr(e, "code", 130))
-    except Fail as e:  # a NaN loss, a full disk...: name what is left to resume from
+    except (Fail, MemoryError, RuntimeError) as e:  # a NaN loss, a full disk, out of memory: name what is left
+        e = e if isinstance(e, Fail) else out_of_memory(e, args)
         raise Fail(f"{e}; last good checkpoint: {last_checkpoint}", e.code) if last_checkpoint else e
     return metrics
+
+
+def out_of_memory(e, args):
+    """torch's out-of-memory errors (CUDA, MPS, the CPU allocator) as a Fail naming the batch sizes; others go on."""
+    if not (isinstance(e, MemoryError) or re.search("out of memory|can't allocate memory|not enough memory", str(e))):
+        raise e
+    return Fail(f"out of memory with --batch-size {args.batch_size} (and --test-batch-size {args.test_batch_size}): "
+                "lower --batch-size, then --test-batch-size if that is not enough")
 
 
 def build(args, seed, device):
