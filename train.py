@@ -54,6 +54,7 @@ LOG_INTERVAL = 20     # steps between progress-bar refreshes (each one syncs wit
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 TARGET = 99.40
 INT64_MAX = 2**63 - 1  # torch takes sizes and counts as 64-bit integers
+MAX_SEEDS = 1000      # in one --seeds run (each seed is a full run: minutes each)
 RUN_FILES = ("metrics.json", "checkpoint.pt", "curves.png")  # what one run writes to its folder
 LOCK_FILE = ".train.lock"
 
@@ -126,7 +127,10 @@ def parse_seeds(text):
     try:
         for part in text.split(","):
             lo, dash, hi = part.strip().partition("-")
-            seeds += range(int(lo), int(hi) + 1) if dash else [int(lo)]
+            lo, hi = int(lo), int(hi) if dash else int(lo)
+            if len(seeds) + hi - lo >= MAX_SEEDS:  # checked before the list grows: 1-10**20 would never fit
+                raise argparse.ArgumentTypeError(f"'{text}' is more than {MAX_SEEDS} seeds: split it into several runs")
+            seeds += range(lo, hi + 1)
     except ValueError:
         seeds = []
     if not seeds or len(set(seeds)) != len(seeds):
@@ -163,8 +167,9 @@ def check_limits(args):
         if type(value) is int and name != "seed" and value > INT64_MAX:
             raise Fail(f"--{name.replace('_', '-')} must be at most {INT64_MAX} (got {value})")
     for flag, seeds in (("--seed", [args.seed]), ("--seeds", args.seeds or [])):
-        if any(not -2**63 <= seed < 2**64 for seed in seeds):  # what torch.manual_seed accepts
-            raise Fail(f"{flag} must be within [-2**63, 2**64 - 1] (got {', '.join(map(str, seeds))})")
+        bad = [seed for seed in seeds if not -2**63 <= seed < 2**64]  # what torch.manual_seed accepts
+        if bad:
+            raise Fail(f"{flag} must be within [-2**63, 2**64 - 1] (got {bad[0]})")
 
 
 def pick_device(name):
@@ -414,11 +419,12 @@ def write_atomic(path, write):
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
-        with open(tmp, "rb") as f:  # on the disk before the rename: a crash cannot leave an empty file either
+        with open(tmp, "rb+") as f:  # on the disk before the rename: a crash cannot leave an empty file either
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:  # a full disk, a lost mount...: the earlier file stays as it was
-        raise Fail(f"could not write {path} ({e.strerror or e}): free some space or pass another --out-dir") from None
+        raise Fail(f"could not write {path} ({e.strerror or e}): free some space or fix the folder, "
+                   "or pass another --out-dir") from None
     finally:  # also on Ctrl-C: no half-written file is left behind
         tmp.unlink(missing_ok=True)
 
