@@ -1,8 +1,10 @@
 """train.py's pieces and whole runs, on a tiny synthetic MNIST written in torchvision's layout."""
 import contextlib
+import errno
 import io
 import json
 import math
+import os
 import shlex
 import signal
 import struct
@@ -184,11 +186,29 @@ def test_data_dir_or_out_dir_that_is_a_file(mnist, tmp_path, capsys):
     ("--epochs", 0), ("--batch-size", 0), ("--test-batch-size", -1), ("--lr", 0), ("--lr", -0.1),
     ("--momentum", 1), ("--momentum", -0.5), ("--gamma", 0), ("--step-size", 0), ("--dropout", 1),
     ("--dropout", -0.1), ("--rotation", -5), ("--label-smoothing", 1), ("--lr", "nan"),
+    ("--rotation", "inf"), ("--shift", "inf"), ("--lr", "inf"), ("--weight-decay", "inf"),  # inf passes >= 0
+    ("--seed", 2**64), ("--seed", -2**63 - 1), ("--seeds", f"1,{10**23}"),  # beyond torch.manual_seed
+    ("--batch-size", 2**63), ("--epochs", 10**23),  # torch overflows on sizes beyond 64 bits
 ])
 def test_out_of_range_flags_are_one_clear_line(tmp_path, capsys, flag, value):
     code, _, err = run_main(capsys, "--out-dir", tmp_path / "out", flag, value)
     assert_one_line_error(code, err, flag)
     assert not (tmp_path / "out").exists()
+
+
+def real_cpu_out_of_memory():
+    torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: more than any address space holds
+
+
+def cuda_out_of_memory():
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+@pytest.mark.parametrize("allocate", [real_cpu_out_of_memory, cuda_out_of_memory])
+def test_out_of_memory_is_one_line_naming_the_batch_size(mnist, tmp_path, capsys, monkeypatch, allocate):
+    monkeypatch.setattr(train, "augment", lambda *a: allocate())
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST)
+    assert_one_line_error(code, err, "out of memory", "lower --batch-size")
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])
@@ -213,7 +233,7 @@ def test_two_epoch_run_writes_outputs_and_prints_the_documented_log(mnist, tmp_p
     assert metrics["final_test_acc"] == metrics["epochs"][-1]["test_acc"]
     assert metrics["best_test_acc"] == max(e["test_acc"] for e in metrics["epochs"])
     assert metrics["total_seconds"] > 0 and metrics["torch"] == torch.__version__
-    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "args"} <= set(ckpt) and ckpt["epoch"] == 1
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("*.tmp"))
@@ -274,18 +294,21 @@ def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterru
     assert comparable(resumed) == comparable(whole)
 
 
-def test_real_ctrl_c_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path):
+@pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path, capsys, stop, code):
     out = tmp_path / "out"
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out), *FAST, "--epochs", "10000"]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (out / "metrics.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    second, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--overwrite")
+    assert_one_line_error(second, err, f"--out-dir {out} is in use by another train.py run")  # never interleaved
+    proc.send_signal(stop)
     err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and "resume with: python train.py" in err
-    saved_epoch = torch.load(out / "checkpoint.pt", weights_only=False)["epoch"]  # loads: not half-written
+    saved_epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]  # loads: not half-written
     logged = len(json.loads((out / "metrics.json").read_text())["epochs"])
     assert logged - 1 <= saved_epoch <= logged  # the checkpoint is written just before metrics.json
     assert not list(out.glob("*.tmp"))
@@ -299,6 +322,30 @@ def test_resume_from_a_bad_checkpoint_is_one_clear_line(mnist, tmp_path, capsys)
     for path in (garbage, other, tmp_path / "missing.pt"):
         code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST, "--resume", path)
         assert_one_line_error(code, err, "--resume")
+
+
+class CodeOnLoad:
+    """Unpickling this calls open(marker, "w"): a stand-in for any command a crafted file could run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_resume_never_runs_code_from_the_checkpoint(mnist, tmp_path, capsys):
+    out, marker = tmp_path / "out", tmp_path / "marker"
+    assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")[0] == 0
+    crafted = torch.load(out / "checkpoint.pt", weights_only=True)
+    crafted["metrics"]["payload"] = CodeOnLoad(marker)  # a real checkpoint with one unsafe object inside
+    torch.save(crafted, tmp_path / "crafted.pt")
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "resumed", *FAST,
+                            "--resume", tmp_path / "crafted.pt")
+    assert_one_line_error(code, err, "--resume", "refused", "nothing in it was run")
+    assert not marker.exists()
+    torch.load(tmp_path / "crafted.pt", weights_only=False)  # the old way of loading: the payload runs
+    assert marker.exists()
 
 
 def test_exploding_loss_stops_at_once_naming_epoch_step_and_checkpoint(mnist, tmp_path, capsys, monkeypatch):
@@ -317,8 +364,68 @@ def test_exploding_loss_stops_at_once_naming_epoch_step_and_checkpoint(mnist, tm
     code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--log-interval", "1")
     assert_one_line_error(code, err, "loss became nan at epoch 1, step 0",
                           f"last good checkpoint: {out / 'checkpoint.pt'}", expected_code=3)
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 0
     assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0]
+
+
+@pytest.mark.parametrize("full_at", ["checkpoint.pt", "metrics.json"])
+def test_full_disk_is_one_line_and_leaves_the_earlier_files_intact(mnist, tmp_path, capsys, monkeypatch, full_at):
+    replace = os.replace
+
+    def disk_full_from_epoch_1(src, dst):  # the first epoch's files fit, the second's do not
+        if Path(dst).name == full_at and Path(dst).exists():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", disk_full_from_epoch_1)
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST)
+    assert_one_line_error(code, err, f"could not write {out / full_at} (No space left on device)",
+                          f"last good checkpoint: {out / 'checkpoint.pt'}")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == (0 if full_at == "checkpoint.pt" else 1)
+    assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [0]
+    assert not list(out.glob("*.tmp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the out-dir: one run at a time, and an earlier run is never replaced by accident
+
+def test_a_new_run_never_replaces_an_earlier_one_unless_told_to(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()  # an empty existing folder is fine
+    one_epoch = ["--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1"]
+    assert run_main(capsys, *one_epoch)[0] == 0
+    earlier = {name: (out / name).read_bytes() for name in train.RUN_FILES}
+    final = json.loads(earlier["metrics.json"])["final_test_acc"]
+    code, _, err = run_main(capsys, *one_epoch, "--dry-run")
+    assert_one_line_error(code, err, f"{out} already holds a run (seed 1, 1 epoch done, "
+                          f"final test accuracy {final:.2f} %)", f"--resume {out / 'checkpoint.pt'}",
+                          "another --out-dir", "--overwrite")
+    assert {name: (out / name).read_bytes() for name in train.RUN_FILES} == earlier
+    assert run_main(capsys, *one_epoch, "--seed", "2", "--overwrite")[0] == 0
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 2
+
+
+def test_a_seeds_run_never_replaces_an_earlier_one(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1")[0] == 0
+    for seeds, holder in (("2,1", out / "seed_1"), ("3", out)):  # seed 1's folder; the summary, seeds.json
+        code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--seeds", seeds)
+        assert_one_line_error(code, err, f"{holder} already holds a run", "--resume", "--overwrite")
+
+
+def test_a_run_into_a_locked_out_dir_is_refused_and_a_crashed_holder_blocks_nothing(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    hold = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, out / train.LOCK_FILE],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "1\n"  # another run holds the lock
+    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")
+    assert_one_line_error(code, err, f"--out-dir {out} is in use by another train.py run", "another --out-dir")
+    holder.kill()  # a crash: the lock file stays, the lock goes with the process
+    holder.wait()
+    assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")[0] == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,10 +437,10 @@ def test_seed_lists(text, seeds):
     assert train.parse_seeds(text) == seeds
 
 
-@pytest.mark.parametrize("text", ["a", "1-", "3-1", "1,1", ""])
+@pytest.mark.parametrize("text", ["a", "1-", "3-1", "1,1", "", "1-1001", "1-100000000000000000000"])
 def test_bad_seed_lists_are_one_clear_line(text, capsys):
     code, _, err = run_main(capsys, "--seeds", text)
-    assert_one_line_error(code, err, "--seeds", "distinct seeds", "1-10")
+    assert_one_line_error(code, err, "--seeds")
 
 
 def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path, capsys):
@@ -350,18 +457,30 @@ def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path
     assert "seed" in stdout and "final: mean" in stdout and stdout.count("EPOCH: 0") == 2
 
 
-def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(mnist, tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def sigterm_stops():
+    """What `python train.py` sets up before main(), for main() called in this process."""
+    previous = signal.signal(signal.SIGTERM, train.stop_on_sigterm)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("stop, code", [("ctrl-c", 130), ("sigterm", 143)])
+def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(
+        mnist, tmp_path, capsys, monkeypatch, sigterm_stops, stop, code):
     real_run = train.run
 
     def interrupted_at_seed_2(args, seed, *rest):
+        if seed == 2 and stop == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal: its handler raises here
         if seed == 2:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # what Ctrl-C raises
         return real_run(args, seed, *rest)
 
     monkeypatch.setattr(train, "run", interrupted_at_seed_2)
     out = tmp_path / "out"
-    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1-3")
-    assert code == 130
+    got, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1-3")
+    assert got == code
     summary = json.loads((out / "seeds.json").read_text())
     assert [r["seed"] for r in summary["runs"]] == [1] and summary["not_finished"] == [2, 3]
     assert "not finished: seeds 2, 3" in stdout

@@ -8,13 +8,18 @@ MNIST lives on the training device as two tensors; each epoch draws batches from
 index permutation and augments the whole batch with a few tensor ops (random rotation and shift).
 """
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
+import re
 import shlex
+import signal
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +28,11 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from model import Net, count_params
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so runs into one --out-dir are not guarded against each other
+    fcntl = None
 
 # defaults: the recipe chosen from multi-seed runs on the real data (README, "How the recipe was chosen")
 EPOCHS = 15
@@ -45,14 +55,25 @@ LOG_INTERVAL = 20     # steps between progress-bar refreshes (each one syncs wit
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 TARGET = 99.40
+INT64_MAX = 2**63 - 1  # torch takes sizes and counts as 64-bit integers
+MAX_SEEDS = 1000      # in one --seeds run (each seed is a full run: minutes each)
+RUN_FILES = ("metrics.json", "checkpoint.pt", "curves.png")  # what one run writes to its folder
+LOCK_FILE = ".train.lock"
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run, carrying the checkpoint to resume from (None before the first epoch ends)."""
+    """Ctrl-C or SIGTERM during a run, carrying the checkpoint to resume from (None before the first epoch ends)
+    and the exit code: 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a process those signals killed."""
 
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint, code=130):
         super().__init__()
-        self.checkpoint = checkpoint
+        self.checkpoint, self.code = checkpoint, code
+
+
+def stop_on_sigterm(signum, frame):
+    """SIGTERM (docker stop, Kubernetes, Slurm) stops like Ctrl-C. Without a handler Python dies without a word,
+    and as a container's PID 1 it ignores SIGTERM until docker stop kills it 10 s later."""
+    raise Interrupted(None, code=143)
 
 
 class Fail(Exception):
@@ -101,6 +122,7 @@ def parse_args(argv=None):
                    help="training device (default: %(default)s: cuda, else mps, else cpu)")
     p.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw (default: %(default)s)")
     p.add_argument("--out-dir", default="./out", help="metrics, checkpoint and plot go here (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir (refused without it)")
     p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint")
     p.add_argument("--log-interval", type=int, default=LOG_INTERVAL, help="steps between progress-bar updates (default: %(default)s)")
     p.add_argument("--validation", type=int, default=0, metavar="N",
@@ -119,7 +141,10 @@ def parse_seeds(text):
     try:
         for part in text.split(","):
             lo, dash, hi = part.strip().partition("-")
-            seeds += range(int(lo), int(hi) + 1) if dash else [int(lo)]
+            lo, hi = int(lo), int(hi) if dash else int(lo)
+            if len(seeds) + hi - lo >= MAX_SEEDS:  # checked before the list grows: 1-10**20 would never fit
+                raise argparse.ArgumentTypeError(f"'{text}' is more than {MAX_SEEDS} seeds: split it into several runs")
+            seeds += range(lo, hi + 1)
     except ValueError:
         seeds = []
     if not seeds or len(set(seeds)) != len(seeds):
@@ -145,6 +170,20 @@ def check_args(args):
             raise Fail(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(args, name)})")
     if args.seeds and args.resume:
         raise Fail("--resume continues one run: drop --seeds, or resume one seed's checkpoint on its own")
+    check_limits(args)
+
+
+def check_limits(args):
+    """inf passes the range checks above, and integers beyond 64 bits overflow inside torch: refuse both."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Fail(f"--{name.replace('_', '-')} must be a finite number (got {value})")
+        if type(value) is int and name != "seed" and value > INT64_MAX:
+            raise Fail(f"--{name.replace('_', '-')} must be at most {INT64_MAX} (got {value})")
+    for flag, seeds in (("--seed", [args.seed]), ("--seeds", args.seeds or [])):
+        bad = [seed for seed in seeds if not -2**63 <= seed < 2**64]  # what torch.manual_seed accepts
+        if bad:
+            raise Fail(f"{flag} must be within [-2**63, 2**64 - 1] (got {bad[0]})")
 
 
 def pick_device(name):
@@ -347,14 +386,11 @@ def run(args, seed, out_dir, device, data, on_epoch=None):
     if args.resume:
         start_epoch = load_checkpoint(args.resume, model, optimizer, scheduler, averaged, metrics, device)
 
-    paths = {name: out_dir / name for name in ("metrics.json", "checkpoint.pt", "curves.png")}
+    paths = {name: out_dir / name for name in RUN_FILES}
     last_checkpoint = args.resume
     try:
         for epoch in range(start_epoch, 1 if args.dry_run else args.epochs):
-            try:
-                record = train_and_test(epoch, model, optimizer, averaged, data, args, device)
-            except Fail as e:
-                raise Fail(f"{e}; last good checkpoint: {last_checkpoint}", e.code) if last_checkpoint else e
+            record = train_and_test(epoch, model, optimizer, averaged, data, args, device)
             scheduler.step()
             metrics["epochs"].append(record)
             finish_metrics(metrics)
@@ -363,10 +399,21 @@ def run(args, seed, out_dir, device, data, on_epoch=None):
             last_checkpoint = paths["checkpoint.pt"]
             if on_epoch:
                 on_epoch(record)
-    except KeyboardInterrupt:
-        raise Interrupted(last_checkpoint)
-    plot_curves(metrics, paths["curves.png"])
+        plot_curves(metrics, paths["curves.png"])
+    except KeyboardInterrupt as e:
+        raise Interrupted(last_checkpoint, getattr(e, "code", 130))
+    except (Fail, MemoryError, RuntimeError) as e:  # a NaN loss, a full disk, out of memory: name what is left
+        e = e if isinstance(e, Fail) else out_of_memory(e, args)
+        raise Fail(f"{e}; last good checkpoint: {last_checkpoint}", e.code) if last_checkpoint else e
     return metrics
+
+
+def out_of_memory(e, args):
+    """torch's out-of-memory errors (CUDA, MPS, the CPU allocator) as a Fail naming the batch sizes; others go on."""
+    if not (isinstance(e, MemoryError) or re.search("out of memory|can't allocate memory|not enough memory", str(e))):
+        raise e
+    return Fail(f"out of memory with --batch-size {args.batch_size} (and --test-batch-size {args.test_batch_size}): "
+                "lower --batch-size, then --test-batch-size if that is not enough")
 
 
 def build(args, seed, device):
@@ -414,7 +461,8 @@ def with_fresh_bn(averaged, bn_images, args, device):
 
 
 def new_metrics(args, seed, device, model):
-    return {"params": count_params(model), "seed": seed, "device": str(device), "torch": torch.__version__,
+    return {"params": count_params(model), "seed": seed, "device": str(device),
+            "torch": str(torch.__version__),  # a plain str: safe loading refuses torch's TorchVersion class
             "precision": args.precision, "precision_why": args.precision_why,
             "evaluated_on": f"validation ({args.validation} held-out training images)" if args.validation else "test",
             "args": {k: v for k, v in vars(args).items() if k not in ("seeds", "resume")},
@@ -436,10 +484,14 @@ def write_atomic(path, write):
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:  # on the disk before the rename: a crash cannot leave an empty file either
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # Ctrl-C or a full disk: leave the old file, not a half-written one
+    except OSError as e:  # a full disk, a lost mount...: the earlier file stays as it was
+        raise Fail(f"could not write {path} ({e.strerror or e}): free some space or fix the folder, "
+                   "or pass another --out-dir") from None
+    finally:  # also on Ctrl-C: no half-written file is left behind
         tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, metrics):
@@ -447,26 +499,34 @@ def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, me
              "averaged": averaged.state_dict() if averaged is not None else None,
              "scheduler": scheduler.state_dict(), "epoch": epoch, "args": vars(args), "metrics": metrics,
              "rng": rng_states()}
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()  # serialised in memory, so a full disk is an OSError, not torch's "unexpected pos"
+    torch.save(state, buffer)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device):
     """Restore everything a run needs to continue exactly; returns the next epoch."""
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        with warnings.catch_warnings():  # torch warns about odd pickles on stderr: the one line below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)  # plain data only: runs no code
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if averaged is not None:
             averaged.load_state_dict(state["averaged"])
+        metrics["epochs"] = state["metrics"]["epochs"]
+        set_rng_states(state["rng"])
+        return state["epoch"] + 1
     except FileNotFoundError:
         raise Fail(f"--resume {path}: no such file: pass the checkpoint.pt printed when the run stopped")
     except Exception as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))  # weights_only stopped before running it
+        if unsafe:
+            raise Fail(f"--resume {path} asks to load {unsafe[1]}, not just tensors and numbers: refused, "
+                       "nothing in it was run; pass a checkpoint.pt written by this train.py")
         raise Fail(f"--resume {path} is not a checkpoint of this network ({type(e).__name__}): "
                    "pass a checkpoint.pt written by this train.py, or start without --resume")
-    metrics["epochs"] = state["metrics"]["epochs"]
-    set_rng_states(state["rng"])
-    return state["epoch"] + 1
 
 
 def rng_states():
@@ -539,6 +599,57 @@ def prepare_out_dir(out_dir):
     return out_dir
 
 
+@contextlib.contextmanager
+def locked(out_dir):
+    """Hold an advisory lock on out_dir for the whole run: a second run into it is refused, never interleaved.
+    The OS releases the lock when the process ends, however it ends, so a lock file left by a crash blocks nothing."""
+    with open(out_dir / LOCK_FILE, "a") as f:
+        try:
+            if fcntl:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Fail(f"--out-dir {out_dir} is in use by another train.py run: wait for it to end, "
+                       "or pass another --out-dir") from None
+        yield
+
+
+def refuse_to_overwrite(args, out_dir):
+    """A new run never replaces an earlier one: refused, unless it resumes the run there or --overwrite clears it."""
+    if args.resume and Path(args.resume).resolve().parent == out_dir.resolve():
+        return  # continuing the run that is there
+    folders = [out_dir / f"seed_{s}" for s in args.seeds] if args.seeds else [out_dir]
+    earlier = [f / name for f in folders for name in RUN_FILES] + ([out_dir / "seeds.json"] if args.seeds else [])
+    earlier = [path for path in earlier if path.exists()]
+    if earlier and not args.overwrite:
+        raise Fail(already_there(earlier[0], args, out_dir))
+    for path in earlier:  # --overwrite: no file of the earlier run is left to be taken for one of this run's
+        try:
+            path.unlink()
+        except OSError as e:
+            raise Fail(f"--overwrite could not remove {path} ({e.strerror}): remove it yourself") from None
+
+
+def already_there(found, args, out_dir):
+    """The refusal: what the earlier run is, and the ways on."""
+    folder = found.parent
+    what = "seeds.json of an earlier --seeds run" if found.name == "seeds.json" else describe_run(folder)
+    resume = f"continue it with --resume {folder / 'checkpoint.pt'}"
+    if args.seeds:  # --resume continues one run: a seed's folder on its own
+        seed_dir = out_dir / "seed_N"
+        resume = f"continue a seed on its own with --resume {seed_dir}/checkpoint.pt --out-dir {seed_dir} --seed N"
+    return f"{folder} already holds a run ({what}): {resume}, pass another --out-dir, or add --overwrite to replace it"
+
+
+def describe_run(folder):
+    """'seed 1, 15 epochs done, final test accuracy 99.52 %' from the metrics.json in `folder`, else its files."""
+    try:
+        m = json.loads((folder / "metrics.json").read_text())
+        n = len(m["epochs"])
+        return f"seed {m['seed']}, {n} epoch{'s' * (n != 1)} done, final test accuracy {m['final_test_acc']:.2f} %"
+    except (OSError, ValueError, KeyError, TypeError):  # no metrics.json, or a damaged one
+        return ", ".join(name for name in RUN_FILES if (folder / name).exists())
+
+
 # ---------------------------------------------------------------------------------------------
 # several seeds
 
@@ -592,19 +703,21 @@ def main(argv=None):
         args.precision, args.precision_why = pick_precision(args.precision, device)
         print(f"precision: {args.precision} ({args.precision_why})")
         out_dir = prepare_out_dir(args.out_dir)
-        data = load_mnist(args.data_dir, device)
-        if args.validation:
-            data = hold_out(data, args.validation)
-        if args.seeds:
-            run_seeds(args, device, data)
-        else:
-            run(args, args.seed, out_dir, device, data)
+        with locked(out_dir):
+            refuse_to_overwrite(args, out_dir)
+            data = load_mnist(args.data_dir, device)
+            if args.validation:
+                data = hold_out(data, args.validation)
+            if args.seeds:
+                run_seeds(args, device, data)
+            else:
+                run(args, args.seed, out_dir, device, data)
     except Fail as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt as e:
         print_resume_hint(argv, getattr(e, "checkpoint", None))
-        return 130
+        return getattr(e, "code", 130)
     return 0
 
 
@@ -626,4 +739,5 @@ def print_resume_hint(argv, checkpoint):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     sys.exit(main())
