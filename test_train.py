@@ -322,25 +322,26 @@ def test_resume_from_a_bad_checkpoint_is_one_clear_line(mnist, tmp_path, capsys)
 
 
 class CodeOnLoad:
-    """Unpickling this calls open(marker, "w"): a stand-in for any command a crafted file could run."""
+    """Unpickling this calls `call(*args)`: a stand-in for any command a crafted file could run."""
 
-    def __init__(self, marker):
-        self.marker = marker
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
 
     def __reduce__(self):
-        return open, (str(self.marker), "w")
+        return self.call, self.args
 
 
 def test_resume_never_runs_code_from_the_checkpoint(mnist, tmp_path, capsys):
     out, marker = tmp_path / "out", tmp_path / "marker"
     assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")[0] == 0
     crafted = torch.load(out / "checkpoint.pt", weights_only=True)
-    crafted["metrics"]["payload"] = CodeOnLoad(marker)  # a real checkpoint with one unsafe object inside
-    torch.save(crafted, tmp_path / "crafted.pt")
-    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "resumed", *FAST,
-                            "--resume", tmp_path / "crafted.pt")
-    assert_one_line_error(code, err, "--resume", "refused", "nothing in it was run")
-    assert not marker.exists()
+    for payload in (CodeOnLoad(open, str(marker), "w"), CodeOnLoad(os.mkdir, str(marker))):  # io.open; posix.mkdir
+        crafted["metrics"]["payload"] = payload  # a real checkpoint with one unsafe object inside
+        torch.save(crafted, tmp_path / "crafted.pt")
+        code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "resumed", *FAST,
+                                "--resume", tmp_path / "crafted.pt")
+        assert_one_line_error(code, err, "--resume", "asks to load", "refused", "nothing in it was run")
+        assert not marker.exists()
     torch.load(tmp_path / "crafted.pt", weights_only=False)  # the old way of loading: the payload runs
     assert marker.exists()
 
