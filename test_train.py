@@ -292,7 +292,8 @@ def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterru
 
 
 @pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path, capsys, stop, code):
+def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(
+        mnist, tmp_path, capsys, stop, code):
     out = tmp_path / "out"
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out), *FAST, "--epochs", "10000"]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -435,10 +436,11 @@ def test_seed_lists(text, seeds):
     assert train.parse_seeds(text) == seeds
 
 
-@pytest.mark.parametrize("text", ["a", "1-", "3-1", "1,1", "", "1-1001", "1-100000000000000000000"])
-def test_bad_seed_lists_are_one_clear_line(text, capsys):
+@pytest.mark.parametrize("text, words", [(text, ["distinct seeds", "1-10"]) for text in ("a", "1-", "3-1", "1,1", "")]
+                         + [(text, ["more than 1000 seeds"]) for text in ("1-1001", "1-500,600-1200", f"1-{10**20}")])
+def test_bad_seed_lists_are_one_clear_line(text, words, capsys):
     code, _, err = run_main(capsys, "--seeds", text)
-    assert_one_line_error(code, err, "--seeds")
+    assert_one_line_error(code, err, "--seeds", *words)
 
 
 def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path, capsys):
