@@ -295,7 +295,8 @@ def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterru
 
 
 @pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(mnist, tmp_path, capsys, stop, code):
+def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(
+        mnist, tmp_path, capsys, stop, code):
     out = tmp_path / "out"
     cmd = [sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out), *FAST, "--epochs", "10000"]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -325,25 +326,26 @@ def test_resume_from_a_bad_checkpoint_is_one_clear_line(mnist, tmp_path, capsys)
 
 
 class CodeOnLoad:
-    """Unpickling this calls open(marker, "w"): a stand-in for any command a crafted file could run."""
+    """Unpickling this calls `call(*args)`: a stand-in for any command a crafted file could run."""
 
-    def __init__(self, marker):
-        self.marker = marker
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
 
     def __reduce__(self):
-        return open, (str(self.marker), "w")
+        return self.call, self.args
 
 
 def test_resume_never_runs_code_from_the_checkpoint(mnist, tmp_path, capsys):
     out, marker = tmp_path / "out", tmp_path / "marker"
     assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")[0] == 0
     crafted = torch.load(out / "checkpoint.pt", weights_only=True)
-    crafted["metrics"]["payload"] = CodeOnLoad(marker)  # a real checkpoint with one unsafe object inside
-    torch.save(crafted, tmp_path / "crafted.pt")
-    code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "resumed", *FAST,
-                            "--resume", tmp_path / "crafted.pt")
-    assert_one_line_error(code, err, "--resume", "refused", "nothing in it was run")
-    assert not marker.exists()
+    for payload in (CodeOnLoad(open, str(marker), "w"), CodeOnLoad(os.mkdir, str(marker))):  # io.open; posix.mkdir
+        crafted["metrics"]["payload"] = payload  # a real checkpoint with one unsafe object inside
+        torch.save(crafted, tmp_path / "crafted.pt")
+        code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "resumed", *FAST,
+                                "--resume", tmp_path / "crafted.pt")
+        assert_one_line_error(code, err, "--resume", "asks to load", "refused", "nothing in it was run")
+        assert not marker.exists()
     torch.load(tmp_path / "crafted.pt", weights_only=False)  # the old way of loading: the payload runs
     assert marker.exists()
 
@@ -437,10 +439,11 @@ def test_seed_lists(text, seeds):
     assert train.parse_seeds(text) == seeds
 
 
-@pytest.mark.parametrize("text", ["a", "1-", "3-1", "1,1", "", "1-1001", "1-100000000000000000000"])
-def test_bad_seed_lists_are_one_clear_line(text, capsys):
+@pytest.mark.parametrize("text, words", [(text, ["distinct seeds", "1-10"]) for text in ("a", "1-", "3-1", "1,1", "")]
+                         + [(text, ["more than 1000 seeds"]) for text in ("1-1001", "1-500,600-1200", f"1-{10**20}")])
+def test_bad_seed_lists_are_one_clear_line(text, words, capsys):
     code, _, err = run_main(capsys, "--seeds", text)
-    assert_one_line_error(code, err, "--seeds")
+    assert_one_line_error(code, err, "--seeds", *words)
 
 
 def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path, capsys):

@@ -521,7 +521,7 @@ def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device
     except FileNotFoundError:
         raise Fail(f"--resume {path}: no such file: pass the checkpoint.pt printed when the run stopped")
     except Exception as e:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))  # weights_only stopped before running it
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))  # weights_only refused to import it, so nothing ran
         if unsafe:
             raise Fail(f"--resume {path} asks to load {unsafe[1]}, not just tensors and numbers: refused, "
                        "nothing in it was run; pass a checkpoint.pt written by this train.py")
