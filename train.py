@@ -433,7 +433,7 @@ def finish_metrics(metrics):
 # files: every one is written to a temporary name and renamed, so none is ever half-written
 
 def write_atomic(path, write):
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # its own: two processes may write one file
     try:
         write(tmp)
         os.replace(tmp, path)
