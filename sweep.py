@@ -9,13 +9,14 @@ test set is never looked at while searching; only --confirm reads it, to report 
 The study lives in its storage (default: an SQLite file in --out-dir), so the same command continues it,
 and any process or machine given the same --storage and --study-name joins it.
 """
-import argparse
 import contextlib
 import io
 import json
 import multiprocessing
 import os
+import random
 import signal
+import socket
 import statistics
 import sys
 import time
@@ -64,8 +65,13 @@ def score(finals):
     return statistics.mean(finals) - 2 * (statistics.stdev(finals) if len(finals) > 1 else 0.0)
 
 
+class ArgumentParser(train.ArgumentParser):
+    def error(self, message):  # train.py's one line, pointing at this script's help
+        raise train.Fail(f"{message} (see python sweep.py --help)")
+
+
 def parse_args(argv=None):
-    p = train.ArgumentParser(description="Search train.py recipes with Optuna, scored on held-out training images.")
+    p = ArgumentParser(description="Search train.py recipes with Optuna, scored on held-out training images.")
     p.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw (default: %(default)s)")
     p.add_argument("--out-dir", default="./sweep", help="study database, report and trial logs (default: %(default)s)")
     p.add_argument("--trials", type=int, default=20, help="trials this command adds to the study (default: %(default)s)")
@@ -75,11 +81,12 @@ def parse_args(argv=None):
     p.add_argument("--validation", type=int, default=VALIDATION, metavar="N",
                    help="held-out training images that score the trials (default: %(default)s)")
     p.add_argument("--storage", default=None, metavar="URL",
-                   help="Optuna storage (default: sqlite:///OUT_DIR/sweep.db); e.g. postgresql://user@host/db "
-                        "for a study shared by several machines")
+                   help="Optuna storage (default: sqlite:///OUT_DIR/sweep.db); e.g. "
+                        "postgresql+psycopg://user:password@host/db for a study shared by several machines")
     p.add_argument("--study-name", default="mnist-recipe", help="study to run or join (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="worker processes on this machine, each with its share of the cores (default: %(default)s)")
+                   help="worker processes on this machine, each with its share of torch's threads (the cores, "
+                        "or OMP_NUM_THREADS) (default: %(default)s)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="(default: %(default)s)")
     p.add_argument("--no-prune", action="store_true", help="train every trial on every seed")
     p.add_argument("--report", action="store_true", help="only write sweep.md and sweep.png from the stored trials")
@@ -100,54 +107,115 @@ def parse_args(argv=None):
 # the study
 
 def open_study(args, create=True, queue=False):
-    """Create or join the study (queue: add FIRST's recipes not yet tried); refuse one that was made with
-    another search space."""
+    """Create or join the study (queue: add FIRST's recipes, see queue_first_recipes); refuse one whose trials
+    train otherwise (check_settings). create=False: load an existing one, for --report and --confirm."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials show in the progress lines
-    kwargs = {"heartbeat_interval": 60, "grace_period": 180}  # a killed worker's trial is marked failed, not left running
-    if args.storage.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # wait out other writers (optuna issue 820)
-    try:
-        storage = optuna.storages.RDBStorage(args.storage, **kwargs)
-        if not create:
+    storage = connect(args.storage)
+    if not create:
+        try:
             return optuna.load_study(study_name=args.study_name, storage=storage)
-        pruner = optuna.pruners.PercentilePruner(25, n_startup_trials=len(FIRST)) if not args.no_prune \
-            else optuna.pruners.NopPruner()
-        study = optuna.create_study(study_name=args.study_name, storage=storage, direction="maximize",
-                                    load_if_exists=True, pruner=pruner,
-                                    sampler=optuna.samplers.TPESampler(multivariate=True, constant_liar=True))
-    except KeyError:
-        raise train.Fail(f"no study '{args.study_name}' in {args.storage}: check --study-name, or run a study first")
-    except Exception as e:  # sqlalchemy's URL and connection errors, optuna's own
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise train.Fail(f"--storage {args.storage} cannot be used ({first}): pass a URL such as "
-                         "sqlite:///path/sweep.db or postgresql://user:password@host/database")
-    space = json.loads(json.dumps(SPACE))  # as stored: tuples become lists
-    stored = study.user_attrs.get("space")
-    if stored is None:
-        study.set_user_attr("space", space)
-        study.set_user_attr("seeds", args.seeds)
-        study.set_user_attr("validation", args.validation)
-    elif stored != space:
-        raise train.Fail(f"study '{args.study_name}' in {args.storage} was made with another search space: "
-                         "pass a new --study-name (or another --storage) for this one")
+        except KeyError:
+            raise train.Fail(f"no study '{args.study_name}' in {shown(args.storage)}: check --study-name and "
+                             "--storage, or run a study first")
+    pruner = optuna.pruners.PercentilePruner(25, n_startup_trials=len(FIRST)) if not args.no_prune \
+        else optuna.pruners.NopPruner()
+    kwargs = {"study_name": args.study_name, "storage": storage, "pruner": pruner,
+              "sampler": optuna.samplers.TPESampler(multivariate=True, constant_liar=True)}
+    try:
+        study, created = optuna.create_study(direction="maximize", **kwargs), True
+    except optuna.exceptions.DuplicatedStudyError:  # exists, or another process created it just now
+        study, created = optuna.load_study(**kwargs), False
+    check_settings(study, args)
     if queue:
-        queue_first_recipes(study)
+        queue_first_recipes(study, created)
     return study
 
 
-def queue_first_recipes(study):
-    """Queue each of FIRST's recipes that no trial has finished, or is running or waiting to run: one
-    that was interrupted is tried again."""
+def connect(url):
+    """Optuna's storage at url, its problems as one line. Two processes that start on a new database at once
+    both create its tables, and the slower one fails (a unique or 'already exists' error): it tries again."""
+    import optuna
+    import sqlalchemy
+
+    # a killed worker's trial is marked failed (by the next run to start a trial), not left running
+    kwargs = {"heartbeat_interval": 60, "grace_period": 180}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}  # wait out other writers (optuna issue 820)
+    elif url.startswith("postgresql"):
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}}  # a host that never answers: fail
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.ArgumentError:  # unparsable, or an unknown database kind
+            raise train.Fail(f"--storage {shown(url)} is not a storage URL: pass e.g. sqlite:///path/sweep.db or "
+                             "postgresql+psycopg://user:password@host/database")
+        except ImportError as e:
+            raise train.Fail(f"--storage {shown(url)} needs a database driver that is not installed "
+                             f"({first_line(e.__cause__ or e)}): for PostgreSQL, pip install \"psycopg[binary]\" "
+                             "and write the URL as postgresql+psycopg://user:password@host/database")
+        except Exception as e:  # sqlalchemy's connection errors, the drivers' own
+            if attempt < 4 and (isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)):
+                time.sleep(random.uniform(0.2, 1.0))
+                continue
+            raise train.Fail(f"--storage {shown(url)} cannot be used ({first_line(e)}): check that the database "
+                             "server runs and the URL's host, port, user, password and database (for SQLite: "
+                             "that the folder exists)")
+
+
+def shown(url):
+    """The storage URL with its password masked, for messages and the log."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL: it says so elsewhere
+        return url
+
+
+def first_line(e):
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def check_settings(study, args):
+    """Scores compare only trials trained alike: the study keeps the search space, seeds, epochs and held-out
+    images its trials train with, and once one has finished, a run that would train otherwise is refused."""
     from optuna.trial import TrialState
 
-    taken = [t.params or t.system_attrs.get("fixed_params") for t in study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING))]
+    wanted = {"space": json.loads(json.dumps(SPACE)),  # as stored: tuples become lists
+              "seeds": args.seeds, "epochs": args.epochs, "validation": args.validation}
+    stored = study.user_attrs
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):  # none to compare
+        for name, value in wanted.items():
+            study.set_user_attr(name, value)
+        return
+    if stored["space"] != wanted["space"]:
+        raise train.Fail(f"study '{args.study_name}' in {shown(args.storage)} was made with another search space: "
+                         "pass a new --study-name (or another --storage) for this one")
+    flag = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    for name in ("seeds", "epochs", "validation"):
+        if stored.get(name, wanted[name]) != wanted[name]:
+            raise train.Fail(f"study '{args.study_name}' trains its trials with --{name} {flag(stored[name])}, not "
+                             f"{flag(wanted[name])}: pass --{name} {flag(stored[name])} to continue it, or a new "
+                             "--study-name")
+
+
+def queue_first_recipes(study, created):
+    """Queue FIRST's recipes: all of them in a new study; later, those whose trial failed (was interrupted) and
+    that no other trial has taken up since. Only the process that created the study queues them all: two
+    processes starting one at once would both queue them."""
+    from optuna.trial import TrialState
+
+    def recipes(*states):
+        return [t.system_attrs.get("fixed_params") or t.params for t in study.get_trials(deepcopy=False, states=states)]
+
+    failed = recipes(TrialState.FAIL)
+    taken = recipes(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     defaults = train.parse_args([])
     for changes in FIRST:
         params = {name: changes.get(name, getattr(defaults, name)) for name in SPACE}
-        if params not in taken:
+        if created or (params in failed and params not in taken):
             study.enqueue_trial(params)
 
 
@@ -176,6 +244,7 @@ def objective(trial, args, device, data):
     """Train the trial's recipe on every seed (held-out images as the test set); returns its score."""
     import optuna
 
+    trial.set_user_attr("worker", worker_name(os.getpid()))  # whose trial: see fail_left_running
     run_args = train_args(recipe_flags(suggest(trial)) + ["--validation", str(args.validation)], args, device)
     finals, at_target = {}, {}
     for i, seed in enumerate(args.seeds):
@@ -183,13 +252,18 @@ def objective(trial, args, device, data):
             trial.report(record["test_acc"], step0 + record["epoch"])
 
         out_dir = train.prepare_out_dir(args.out_dir / "trials" / f"{trial.number:04d}" / f"seed_{seed}")
-        with contextlib.redirect_stdout(io.StringIO()):  # the per-run log: trial lines are the progress
-            metrics = train.run(run_args, seed, out_dir, device, data, on_epoch=report)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the per-run log: trial lines are the progress
+                metrics = train.run(run_args, seed, out_dir, device, data, on_epoch=report)
+        except train.Fail as e:  # e.g. the loss diverged: the trial fails, the study goes on
+            trial.set_user_attr("error", str(e))
+            raise
         finals[seed], at_target[seed] = metrics["final_test_acc"], metrics["epochs_at_target"]
         trial.set_user_attr("finals", finals)
         trial.set_user_attr("epochs_at_target", at_target)
-        # ask the pruner only at a seed's end: earlier epochs compare schedules, not recipes
-        if trial.should_prune():
+        # ask the pruner only at a seed's end (earlier epochs compare schedules, not recipes), and not after
+        # the last one: a trial trained on every seed has earned its score
+        if i < len(args.seeds) - 1 and trial.should_prune():
             raise optuna.TrialPruned()
     return score(list(finals.values()))
 
@@ -200,59 +274,136 @@ def train_args(flags, args, device):
     return run_args
 
 
-def work(args, n_trials, threads, started, total):
-    """One worker: load the data once, then run n_trials trials of the shared study."""
+class Progress:
+    """An Optuna callback: a line per finished trial, counting the trials of this command (all its workers
+    share the counter), not the study's, which other processes and machines add to."""
+
+    def __init__(self, total, context=multiprocessing):
+        self.total, self.start, self.done = total, time.time(), context.Value("i", 0)
+
+    def __call__(self, study, trial):
+        with self.done.get_lock():
+            self.done.value += 1
+            done = self.done.value
+        elapsed = time.time() - self.start
+        left = elapsed / done * max(self.total - done, 0)
+        finals = " ".join(f"{v:.2f}" for v in trial.user_attrs.get("finals", {}).values())
+        if trial.state.name == "COMPLETE":
+            value = f"score {trial.value:.3f}"
+        else:  # a pruned trial's value is its last accuracy, not a score
+            error = trial.user_attrs.get("error")
+            value = trial.state.name.lower() + (f" ({error})" if error else "")
+        print(f"trial {trial.number} ({done} of {self.total} here): {value}  seeds {finals}  "
+              f"{' '.join(recipe_flags(trial.params))}  [{elapsed / 60:.1f} min, ~{left / 60:.1f} min left]",
+              flush=True)
+
+
+def work(args, n_trials, threads, progress):
+    """Load the data once, then run n_trials trials of the shared study."""
     torch.set_num_threads(threads)
     device = train.pick_device(args.device)
     study = open_study(args)
     data = train.hold_out(train.load_mnist(args.data_dir, device), args.validation)
+    study.optimize(lambda t: objective(t, args, device, data), n_trials=n_trials, callbacks=[progress],
+                   catch=(train.Fail,))
 
-    def progress(study, trial):
-        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) - started
-        elapsed = time.time() - start
-        left = elapsed / max(done, 1) * (total - done)
-        finals = " ".join(f"{v:.2f}" for v in trial.user_attrs.get("finals", {}).values())
-        value = f"score {trial.value:.3f}" if trial.value is not None else trial.state.name.lower()
-        print(f"trial {trial.number} ({done} of {total} here): {value}  seeds {finals}  "
-              f"{' '.join(recipe_flags(trial.params))}  [{elapsed / 60:.1f} min, ~{left / 60:.1f} min left]",
-              flush=True)
 
-    start = time.time()
+def worker(args, n_trials, threads, progress, stopping, errors):
+    """A worker process (--jobs > 1): work() until done, stopped or failed; its problem goes to the parent,
+    which prints the one line."""
+    signal.signal(signal.SIGINT, interrupt_once)  # it started deaf to Ctrl-C (run_workers): listen from here
+    if stopping.is_set():  # the parent was interrupted while this one started
+        return
     try:
-        study.optimize(lambda t: objective(t, args, device, data), n_trials=n_trials, callbacks=[progress],
-                       catch=(train.Fail,))
+        work(args, n_trials, threads, progress)
     except KeyboardInterrupt:  # Optuna has marked the running trial failed; the parent reports the stop
-        if multiprocessing.parent_process() is None:
-            raise
+        pass
+    except train.Fail as e:
+        errors.put((str(e), e.code))
+        sys.exit(e.code)
+
+
+def interrupt_once(signum, frame):
+    """A worker's first SIGINT stops it; a second one (the terminal's Ctrl-C and then the parent's) must not
+    cut short its marking the trial failed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def run_study(args):
     study = open_study(args, queue=True)  # created (and its first recipes queued) once, before the workers join
     started = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-    cores = os.cpu_count() or 1
     shares = [args.trials // args.jobs + (k < args.trials % args.jobs) for k in range(args.jobs)]
-    threads = max(1, cores // args.jobs)
-    print(f"study '{args.study_name}' in {args.storage}: {started} trials so far; adding {args.trials} "
+    threads = max(1, torch.get_num_threads() // args.jobs)  # torch's own: the cores, or OMP_NUM_THREADS
+    print(f"study '{args.study_name}' in {shown(args.storage)}: {started} trials so far; adding {args.trials} "
           f"with {args.jobs} worker(s) x {threads} thread(s), seeds {args.seeds}, {args.epochs} epochs", flush=True)
     if args.jobs == 1:
-        work(args, args.trials, threads, started, args.trials)
-        return
+        try:
+            work(args, args.trials, threads, Progress(args.trials))
+        finally:
+            fail_left_running(study, [os.getpid()])
+    else:
+        run_workers(args, study, [n for n in shares if n], threads)
+
+
+def run_workers(args, study, shares, threads):
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    workers = [ctx.Process(target=work, args=(args, n, threads, started, args.trials)) for n in shares if n]
-    for w in workers:
-        w.start()
+    progress, stopping, errors = Progress(args.trials, ctx), ctx.Event(), ctx.SimpleQueue()
+    workers = [ctx.Process(target=worker, args=(args, n, threads, progress, stopping, errors)) for n in shares]
+    default = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited: no Ctrl-C traceback from an importing worker
+    try:
+        for w in workers:
+            w.start()
+    finally:
+        signal.signal(signal.SIGINT, default)
     try:
         for w in workers:
             w.join()
-    except KeyboardInterrupt:  # a Ctrl-C reaches every worker; a signal to this process alone is passed on
+    except KeyboardInterrupt:
+        stop_workers(workers, stopping)
+        raise
+    finally:
+        fail_left_running(study, [w.pid for w in workers if w.pid])
+    failed = [w.exitcode for w in workers if w.exitcode]
+    if not errors.empty():
+        raise train.Fail(*errors.get())  # every worker meets the same bad input: one line for all
+    if failed:
+        raise train.Fail(f"{len(failed)} worker(s) failed (exit codes {', '.join(map(str, failed))}): "
+                         "see their errors above")
+
+
+def stop_workers(workers, stopping, grace=30):
+    """After Ctrl-C: stop every worker (a terminal's Ctrl-C reached them too; a kill -INT of this process did
+    not), give each time to mark its trial failed, then end it."""
+    default = signal.signal(signal.SIGINT, signal.SIG_IGN)  # another Ctrl-C must not cut this short
+    try:
+        stopping.set()
         for w in workers:
-            w.join(5)
             if w.is_alive():
                 os.kill(w.pid, signal.SIGINT)
-            w.join()  # each worker marks its running trial failed
-        raise
-    if any(w.exitcode for w in workers):
-        raise train.Fail(f"{sum(bool(w.exitcode) for w in workers)} worker(s) failed: see their errors above")
+        deadline = time.time() + grace
+        for w in workers:
+            w.join(max(0.0, deadline - time.time()))
+            if w.is_alive():  # stuck, e.g. on the database: fail_left_running marks its trial
+                w.terminate()
+                w.join()
+    finally:
+        signal.signal(signal.SIGINT, default)
+
+
+def worker_name(pid):
+    return f"{socket.gethostname()}:{pid}"
+
+
+def fail_left_running(study, pids):
+    """Mark failed the trials these processes left running (interrupted while recording one, or killed):
+    else they stay RUNNING until a later run of the study finds their heartbeat stale."""
+    from optuna.trial import TrialState
+
+    names = {worker_name(pid) for pid in pids}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") in names:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +418,7 @@ def trial_rows(study):
         finals = list(t.user_attrs.get("finals", {}).values())
         rows.append({"number": t.number, "state": t.state.name.lower(), "params": t.params, "finals": finals,
                      "mean": statistics.mean(finals) if finals else None, "min": min(finals) if finals else None,
-                     "score": t.value})
+                     "score": t.value if t.state.name == "COMPLETE" else None})  # a pruned one's: an accuracy
     return sorted(rows, key=lambda r: (r["score"] is None, -(r["score"] or 0), -(r["mean"] or 0)))
 
 

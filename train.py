@@ -481,7 +481,7 @@ def finish_metrics(metrics):
 # files: every one is written to a temporary name and renamed, so none is ever half-written
 
 def write_atomic(path, write):
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # its own: two processes may write one file
     try:
         write(tmp)
         with open(tmp, "rb+") as f:  # on the disk before the rename: a crash cannot leave an empty file either
