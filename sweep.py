@@ -58,6 +58,7 @@ FIRST = [
     {"label_smoothing": 0.05},
 ]
 VALIDATION = 10000  # held-out training images that score the trials (train.py --validation)
+START_METHOD = "spawn"  # --jobs: each worker a fresh interpreter (CUDA cannot be forked)
 SCORE = "mean - 2 std"  # of the seeds' final validation accuracies: high only if every seed is high
 
 
@@ -107,8 +108,9 @@ def parse_args(argv=None):
 # the study
 
 def open_study(args, create=True, queue=False):
-    """Create or join the study (queue: add FIRST's recipes, see queue_first_recipes); refuse one whose trials
-    train otherwise (check_settings). create=False: load an existing one, for --report and --confirm."""
+    """Create or join the study; refuse one whose trials train otherwise (check_settings). A new study gets FIRST's
+    recipes queued; queue: also queue again those an interrupted run left (see queue_first_recipes).
+    create=False: load an existing one, for --report and --confirm."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials show in the progress lines
@@ -125,12 +127,24 @@ def open_study(args, create=True, queue=False):
               "sampler": optuna.samplers.TPESampler(multivariate=True, constant_liar=True)}
     try:
         study, created = optuna.create_study(direction="maximize", **kwargs), True
-    except optuna.exceptions.DuplicatedStudyError:  # exists, or another process created it just now
+    except optuna.exceptions.DuplicatedStudyError:  # exists, or another process is creating it right now
         study, created = optuna.load_study(**kwargs), False
+    if created:
+        queue_first_recipes(study, created)  # before the settings: they tell joining processes it is ready
+    else:
+        wait_for_creator(study)
     check_settings(study, args)
-    if queue:
+    if queue and not created:
         queue_first_recipes(study, created)
     return study
+
+
+def wait_for_creator(study, seconds=30):
+    """A process that joins a study its creator has not set up yet would start a sampled trial ahead of the
+    queued first recipes: wait for the creator's settings (for a while: it may have died)."""
+    deadline = time.time() + seconds
+    while "space" not in study.user_attrs and time.time() < deadline:
+        time.sleep(0.2)
 
 
 def connect(url):
@@ -147,7 +161,8 @@ def connect(url):
         kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 10}}  # a host that never answers: fail
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, **kwargs)
+            storage = optuna.storages.RDBStorage(url, **kwargs)
+            return one_writer_at_a_time(storage) if url.startswith("sqlite") else storage
         except sqlalchemy.exc.ArgumentError:  # unparsable, or an unknown database kind
             raise train.Fail(f"--storage {shown(url)} is not a storage URL: pass e.g. sqlite:///path/sweep.db or "
                              "postgresql+psycopg://user:password@host/database")
@@ -162,6 +177,24 @@ def connect(url):
             raise train.Fail(f"--storage {shown(url)} cannot be used ({first_line(e)}): check that the database "
                              "server runs and the URL's host, port, user, password and database (for SQLite: "
                              "that the folder exists)")
+
+
+def one_writer_at_a_time(storage):
+    """SQLite ignores the SELECT ... FOR UPDATE by which Optuna hands a queued trial to one process: 4 processes
+    taking 40 queued trials at once got 6 of them twice. So every transaction takes the write lock as it begins
+    (BEGIN IMMEDIATE, SQLAlchemy's recipe for pysqlite): they run one after another, each a few milliseconds."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(storage.engine, "connect")
+    def no_implicit_begin(dbapi_connection, record):
+        dbapi_connection.isolation_level = None  # else sqlite3 begins a deferred transaction on its own
+
+    @sqlalchemy.event.listens_for(storage.engine, "begin")
+    def begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    storage.engine.dispose()  # the connections opened before this would keep the old way
+    return storage
 
 
 def shown(url):
@@ -347,7 +380,7 @@ def run_study(args):
 
 
 def run_workers(args, study, shares, threads):
-    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    ctx = multiprocessing.get_context(START_METHOD)
     progress, stopping, errors = Progress(args.trials, ctx), ctx.Event(), ctx.SimpleQueue()
     workers = [ctx.Process(target=worker, args=(args, n, threads, progress, stopping, errors)) for n in shares]
     default = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited: no Ctrl-C traceback from an importing worker
@@ -478,9 +511,10 @@ def confirm(study, args):
     best = [r for r in trial_rows(study) if r["state"] == "complete"][:args.confirm]
     for r in best:
         run_args = train_args(recipe_flags(r["params"]), args, device)
-        run_args.seeds, run_args.out_dir = args.seeds, args.out_dir / "confirm" / f"trial_{r['number']:04d}"
+        # a str, as train.py keeps it: metrics.json records the args
+        run_args.seeds, run_args.out_dir = args.seeds, str(args.out_dir / "confirm" / f"trial_{r['number']:04d}")
         print(f"confirming trial {r['number']} on the test set: python train.py {' '.join(recipe_flags(r['params']))}"
-              f" --seeds {','.join(map(str, args.seeds))}", flush=True)
+              f" --epochs {args.epochs} --seeds {','.join(map(str, args.seeds))}", flush=True)
         with contextlib.redirect_stdout(io.StringIO()):
             summary = train.run_seeds(run_args, device, data)
         print(train.format_seed_summary(summary), flush=True)

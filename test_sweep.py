@@ -49,16 +49,20 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(data, tmp_path_factory):
-    """The out-dir of a finished 2-trial study, made once; tests work on copies of it (see `study`)."""
+    """Two commands started at once on a new SQLite study in one out-dir, as on one machine: one with two workers
+    and 2 trials, one with 1 trial. Made once; tests look at it or work on copies (see `study`)."""
     out = tmp_path_factory.mktemp("finished") / "sweep"
-    assert sweep.main(["--data-dir", str(data), "--out-dir", str(out), "--trials", "2", *FAST]) == 0
-    return out
+    commands = [sweep_command(data, out, "--trials", "2", "--jobs", "2"), sweep_command(data, out, "--trials", "1")]
+    procs = [subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in commands]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    return out, [p.returncode for p in procs], outputs
 
 
 @pytest.fixture
 def study(finished, tmp_path):
     out = tmp_path / "sweep"
-    shutil.copytree(finished, out)
+    shutil.copytree(finished[0], out)
     return out
 
 
@@ -90,38 +94,47 @@ def sweep_command(data, out, *extra):
 # ---------------------------------------------------------------------------------------------
 # studies
 
-def test_two_trial_study_completes_into_sqlite_with_per_seed_results_and_a_report(finished):
-    done = trials(finished)
-    assert [t.state for t in done] == [TrialState.COMPLETE] * 2
-    assert [t.params for t in done] == [recipe(), recipe(batch_size=64)]  # FIRST's recipes, in order
+def test_two_commands_started_at_once_on_one_study_add_up(finished):
+    """Both create the new database's tables, one creates the study and queues its first recipes, once; each
+    counts its own trials; the one with --jobs 2 runs its trials in two worker processes."""
+    out, codes, ((out_a, err_a), (out_b, err_b)) = finished
+    assert codes == [0, 0] and err_a + err_b == "", err_a + err_b
+    assert "(1 of 2 here)" in out_a and "(2 of 2 here)" in out_a and "(1 of 1 here)" in out_b
+    done = trials(out, waiting=True)
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 3 + [TrialState.WAITING] * (len(sweep.FIRST) - 3)
+    assert len({t.user_attrs["worker"] for t in done[:3]}) == 3  # two workers of one command, one of the other
+    assert not list(out.rglob("*.tmp"))  # both wrote sweep.md and sweep.png into the same folder
+
+
+def test_trials_keep_per_seed_results_scored_on_held_out_images_and_a_report(finished):
+    out = finished[0]
+    done = trials(out)
+    assert [t.params for t in done] == [recipe(), recipe(batch_size=64), recipe(batch_size=64, lr=0.025)]  # FIRST
     for t in done:
         finals = t.user_attrs["finals"]
         assert list(finals) == ["1", "2"] and list(t.user_attrs["epochs_at_target"]) == ["1", "2"]
         assert t.value == pytest.approx(sweep.score(list(finals.values())))
         for seed, final in finals.items():  # scored on held-out training images, never on the test set
-            metrics = json.loads((finished / "trials" / f"{t.number:04d}" / f"seed_{seed}" / "metrics.json")
-                                       .read_text())
+            metrics = json.loads((out / "trials" / f"{t.number:04d}" / f"seed_{seed}" / "metrics.json").read_text())
             assert metrics["evaluated_on"].startswith("validation (50 ") and metrics["final_test_acc"] == final
     assert max(t.user_attrs["finals"]["1"] for t in done) > 20  # the tiny recipe runs do learn
-    md = (finished / "sweep.md").read_text()
-    assert "| 0 | complete |" in md and "| 1 | complete |" in md
-    assert (finished / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(finished.rglob("*.tmp"))
+    md = (out / "sweep.md").read_text()
+    assert all(f"| {n} | complete |" in md for n in range(3))
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_the_same_command_again_continues_the_study(study, data, capsys):
     before = trials(study)
     code, out, _ = run_sweep(capsys, "--data-dir", data, "--out-dir", study, "--trials", 1, *FAST)
-    assert code == 0 and "2 trials so far" in out and "(1 of 1 here)" in out
+    assert code == 0 and "3 trials so far" in out and "(1 of 1 here)" in out
     after = trials(study)
-    assert [t.value for t in after[:2]] == [t.value for t in before]
-    assert after[2].state == TrialState.COMPLETE
-    assert after[2].params == recipe(batch_size=64, lr=0.025)  # the queue goes on where it was, not from the start
+    assert [t.value for t in after[:3]] == [t.value for t in before]
+    assert after[3].state == TrialState.COMPLETE
+    assert after[3].params == recipe(snapshots=4, average_epochs=4)  # the queue goes on where it was
 
 
 def test_report_lists_every_trial_and_trains_nothing(study, capsys):
-    storage = optuna.storages.RDBStorage(f"sqlite:///{study / 'sweep.db'}")
-    extra = optuna.load_study(study_name=NAME, storage=storage)
+    extra = optuna.load_study(study_name=NAME, storage=f"sqlite:///{study / 'sweep.db'}")
     for state in (TrialState.FAIL, TrialState.PRUNED):
         extra.tell(extra.ask(), state=state)
     (study / "sweep.md").unlink()
@@ -129,12 +142,24 @@ def test_report_lists_every_trial_and_trains_nothing(study, capsys):
     assert code == 0 and out.strip() == f"report: {study / 'sweep.md'}"
     md = (study / "sweep.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert sorted(row.split(" | ")[:2] for row in rows) == [
-        ["| 0", "complete"], ["| 1", "complete"], ["| 2", "fail"], ["| 3", "pruned"]]
-    best = max(trials(study)[:2], key=lambda t: t.value)
+    listed = sorted((int(row.split(" | ")[0][2:]), row.split(" | ")[1]) for row in rows)
+    assert listed == [(t.number, t.state.name.lower()) for t in trials(study)]
+    assert [state for _, state in listed].count("complete") == 3 and {"fail", "pruned"} <= {s for _, s in listed}
+    best = max((t for t in trials(study) if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert rows[0].startswith(f"| {best.number} | complete | {best.value:.3f} |")
     assert "python train.py " + " ".join(sweep.recipe_flags(best.params)) in md
-    assert len(trials(study)) == 4
+
+
+def test_confirm_retrains_the_best_recipe_on_all_training_images_and_reports_its_test_accuracy(study, data, capsys):
+    best = max(trials(study), key=lambda t: t.value)
+    code, out, _ = run_sweep(capsys, "--data-dir", data, "--out-dir", study, "--confirm", 1, *FAST)
+    assert code == 0 and f"confirming trial {best.number} on the test set: python train.py " in out
+    assert "final: mean" in out and len(trials(study)) == 3  # a summary; no trial added
+    summary = json.loads((study / "confirm" / f"trial_{best.number:04d}" / "seeds.json").read_text())
+    assert [r["seed"] for r in summary["runs"]] == [1, 2]
+    metrics = json.loads((study / "confirm" / f"trial_{best.number:04d}" / "seed_1" / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "test" and metrics["args"]["validation"] == 0  # all 300 images trained on
+    assert metrics["args"]["lr"] == best.params["lr"] and metrics["args"]["batch_size"] == best.params["batch_size"]
 
 
 def test_a_recipe_that_cannot_learn_is_pruned_after_its_first_seed(data, tmp_path, capsys, monkeypatch):
@@ -155,31 +180,59 @@ def test_a_recipe_that_cannot_learn_is_pruned_after_its_first_seed(data, tmp_pat
     assert "python train.py --lr 0.05 " in md  # the best recipe is the one that completed
 
 
-@pytest.mark.parametrize("storage, jobs", [("sqlite", 2), ("postgresql", 1)])
-def test_two_commands_started_at_once_on_one_study_add_up(storage, jobs, data, tmp_path, request):
-    """Both start on a new database: both create its tables, one creates the study and queues its first recipes.
-    On one machine (SQLite) they share the out-dir, and one runs two workers; on two (PostgreSQL) each has its own."""
-    url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
-    outs = [tmp_path / "a", tmp_path / "b"] if url else [tmp_path / "shared"] * 2
-    commands = [sweep_command(data, outs[0], "--trials", str(jobs), "--jobs", str(jobs)),
-                sweep_command(data, outs[1], "--trials", "1")]
-    procs = [subprocess.Popen(cmd + (["--storage", url] if url else []), cwd=HERE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for cmd in commands]
-    (out_a, err_a), (out_b, err_b) = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0] and err_a + err_b == "", err_a + err_b
-    # each counts its own trials, not the study's
-    assert all(f"({k} of {jobs} here)" in out_a for k in range(1, jobs + 1)) and "(1 of 1 here)" in out_b
-    done = trials(url or outs[0], waiting=True)
-    assert [t.state for t in done] == [TrialState.COMPLETE] * (jobs + 1) + [TrialState.WAITING] * (
-        len(sweep.FIRST) - jobs - 1)  # FIRST queued once, not twice
-    assert all(list(t.user_attrs["finals"]) == ["1", "2"] for t in done[:jobs + 1])
-    assert len({t.user_attrs["worker"] for t in done[:jobs + 1]}) == jobs + 1  # --jobs 2: two worker processes
-    assert all((out / "sweep.md").is_file() for out in outs) and not list(tmp_path.rglob("*.tmp"))
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_processes_starting_a_new_study_at_once_all_join_it(storage, tmp_path, request):
+    """Each creates the new database's tables; without sweep.connect trying again, all but one failed ('table
+    studies already exists' in SQLite, a unique violation in PostgreSQL). The study's creator alone queues FIRST.
+    Threads here (the same database race as processes, at a fraction of the cost)."""
+    url = request.getfixturevalue("postgres_url") if storage == "postgresql" else f"sqlite:///{tmp_path / 'race.db'}"
+    args = sweep.parse_args(["--storage", url, "--out-dir", str(tmp_path), *FAST])
+    start, failures = threading.Barrier(4), []
+
+    def join():
+        start.wait()
+        try:
+            sweep.open_study(args, queue=True)
+        except BaseException as e:  # noqa: B036 (reported below)
+            failures.append(e)
+
+    threads = [threading.Thread(target=join) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert [t.state for t in trials(url, waiting=True)] == [TrialState.WAITING] * len(sweep.FIRST)
 
 
-def test_interrupting_the_parent_of_two_workers_leaves_no_trial_running(data, tmp_path, capfd):
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() without optimize(): fine here
+def test_processes_taking_queued_trials_at_once_each_get_trials_of_their_own(tmp_path):
+    """SQLite ignores the SELECT ... FOR UPDATE by which Optuna hands out a queued trial: without sweep.py's
+    BEGIN IMMEDIATE, four takers at once got 8 to 13 of 40 trials twice (threads here: the same file locks)."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    queue = optuna.create_study(study_name=NAME, storage=url)
+    for x in range(40):
+        queue.enqueue_trial({"x": x})
+    takers = [optuna.load_study(study_name=NAME, storage=sweep.connect(url)) for _ in range(4)]
+    taken, start = [], threading.Barrier(len(takers))
+
+    def take(study):
+        start.wait()
+        taken.extend(study.ask().number for _ in range(10))
+
+    threads = [threading.Thread(target=take, args=(study,)) for study in takers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == list(range(40))
+
+
+def test_interrupting_the_parent_of_two_workers_leaves_no_trial_running(data, tmp_path, capfd, monkeypatch):
     """SIGINT to the parent alone (kill -INT; a terminal's Ctrl-C reaches the workers too): it stops its workers,
-    their trials end FAIL, not RUNNING, and it says so in one line."""
+    their trials end FAIL, not RUNNING, and it says so in one line. Forked workers: the same signal handling as
+    spawned ones without importing torch again (the fixture `finished` runs spawned ones)."""
+    monkeypatch.setattr(sweep, "START_METHOD", "fork")
     started, stop = threading.Event(), threading.Event()
 
     def interrupt_once_both_train():
@@ -240,6 +293,7 @@ BAD = {
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_is_one_line_and_leaves_the_study_as_it_was(case, study, data, tmp_path, capfd, monkeypatch):
     flags, words = BAD[case]
+    monkeypatch.setattr(sweep, "START_METHOD", "fork")  # (--jobs 2 cases) as spawned, without importing torch again
     if case == "another search space":
         monkeypatch.setattr(sweep, "SPACE", {**sweep.SPACE, "lr": ("log", 0.01, 0.3)})
     before, report = [(t.state, t.value) for t in trials(study)], (study / "sweep.md").read_bytes()
@@ -258,19 +312,16 @@ def test_a_study_that_no_trial_has_finished_takes_the_settings_of_the_latest_com
     assert [t.state for t in trials(tmp_path, waiting=True)] == [TrialState.WAITING] * len(sweep.FIRST)  # queued once
 
 
-def test_a_trial_that_fails_is_reported_and_the_study_goes_on(data, tmp_path, capsys, monkeypatch):
-    real_run = train.run
+def test_a_trial_that_fails_is_reported_and_the_study_goes_on(study, data, capsys, monkeypatch):
+    def diverges(*args, **kwargs):
+        raise train.Fail("loss became nan at epoch 0, step 1: lower --lr", code=3)
 
-    def diverges_with_small_batches(run_args, *rest, **kwargs):
-        if run_args.batch_size == 64:
-            raise train.Fail("loss became nan at epoch 0, step 1: lower --lr", code=3)
-        return real_run(run_args, *rest, **kwargs)
-
-    monkeypatch.setattr(train, "run", diverges_with_small_batches)
-    code, out, err = run_sweep(capsys, "--data-dir", data, "--out-dir", tmp_path, "--trials", 2, *FAST)
+    monkeypatch.setattr(train, "run", diverges)
+    code, out, err = run_sweep(capsys, "--data-dir", data, "--out-dir", study, "--trials", 1, *FAST)
     assert code == 0 and err == ""
-    assert "trial 1 (2 of 2 here): fail (loss became nan at epoch 0, step 1: lower --lr)" in out
-    assert [t.state for t in trials(tmp_path)] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert "trial 3 (1 of 1 here): fail (loss became nan at epoch 0, step 1: lower --lr)" in out
+    assert [t.state for t in trials(study)] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL]
+    assert "| 3 | fail |" in (study / "sweep.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,14 +337,15 @@ def postgres_bin():
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A throwaway PostgreSQL cluster listening on a unix socket only (no port to collide on), with a
-    database 'sweep'; stopped and removed at the end. Run as the postgres user where the tests run as root
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster listening on a unix socket only (no port to collide on); yields the socket's
+    folder, and stops and removes the cluster at the end. As the postgres user where the tests run as root
     (initdb refuses root)."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
-    psycopg = pytest.importorskip("psycopg", reason='PostgreSQL driver not installed: pip install "psycopg[binary]"')
+    if not have_psycopg():
+        pytest.skip('PostgreSQL driver not installed: pip install "psycopg[binary]"')
     as_postgres = []
     if os.geteuid() == 0:
         try:
@@ -314,10 +366,38 @@ def postgres_url():
         # -F: no fsync, a throwaway cluster
         pg(bin_dir / "pg_ctl", "-D", cluster, "-l", root / "log", "-w", "-o", f"-k {root} -c listen_addresses='' -F",
            "start")
-        with psycopg.connect(host=str(root), user="postgres", dbname="postgres", autocommit=True) as db:
-            db.execute("CREATE DATABASE sweep")
-        yield f"postgresql+psycopg://postgres@/sweep?host={root}"
+        yield root
     finally:
         if (cluster / "postmaster.pid").exists():
             pg(bin_dir / "pg_ctl", "-D", cluster, "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster, request):
+    """A new database in the cluster, for one test."""
+    import psycopg
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    with psycopg.connect(host=str(postgres_cluster), user="postgres", dbname="postgres", autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@/{name}?host={postgres_cluster}"
+
+
+def test_a_study_on_a_postgresql_server_is_joined_by_two_processes(postgres_url, data, tmp_path, capsys):
+    """The several-machines path against a real server: a `python sweep.py` and this process join one study,
+    each with its own out-dir, as on two machines."""
+    other = subprocess.Popen(sweep_command(data, tmp_path / "b", "--trials", "1", "--storage", postgres_url), cwd=HERE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        code, out, _ = run_sweep(capsys, "--data-dir", data, "--out-dir", tmp_path / "a", "--trials", 1, *FAST,
+                                 "--storage", postgres_url)
+    finally:
+        out_b, err_b = other.communicate(timeout=120)
+    assert code == 0 and other.returncode == 0 and err_b == "", err_b
+    assert "(1 of 1 here)" in out and "(1 of 1 here)" in out_b
+    done = trials(postgres_url)
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 2
+    assert all(list(t.user_attrs["finals"]) == ["1", "2"] for t in done)
+    assert {t.user_attrs["worker"] for t in done} == {sweep.worker_name(os.getpid()), sweep.worker_name(other.pid)}
+    assert (tmp_path / "a" / "sweep.md").is_file() and (tmp_path / "b" / "sweep.md").is_file()
