@@ -30,13 +30,14 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from tqdm import tqdm
 
+import mnist
 import train
 
 
 def classic_loaders(args, device):
     train_tf = transforms.Compose([transforms.RandomRotation((-args.rotation, args.rotation), fill=(0,)),
-                                   transforms.ToTensor(), transforms.Normalize((train.MNIST_MEAN,), (train.MNIST_STD,))])
-    test_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((train.MNIST_MEAN,), (train.MNIST_STD,))])
+                                   transforms.ToTensor(), transforms.Normalize((mnist.MNIST_MEAN,), (mnist.MNIST_STD,))])
+    test_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mnist.MNIST_MEAN,), (mnist.MNIST_STD,))])
     # their own generator: the loaders must not draw from the global RNG that `ours` trains with
     kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
               generator=torch.Generator().manual_seed(args.seed))
@@ -87,7 +88,7 @@ def main(argv=None):
     # each pipeline's own start-up: ours parses MNIST into device tensors, classic builds its loaders
     # and waits for the first batch (the DataLoader workers' start)
     t0 = time.perf_counter()
-    data = train.load_mnist(args.data_dir, device)
+    data = mnist.load_mnist(args.data_dir, device)
     setup = {"ours": time.perf_counter() - t0}
     t0 = time.perf_counter()
     loaders = classic_loaders(args, device)

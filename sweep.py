@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+import mnist
 import train
 
 warnings.filterwarnings("ignore", message=".*experimental feature.*")  # Optuna's heartbeat: stable in use
@@ -336,7 +337,7 @@ def work(args, n_trials, threads, progress):
     torch.set_num_threads(threads)
     device = train.pick_device(args.device)
     study = open_study(args)
-    data = train.hold_out(train.load_mnist(args.data_dir, device), args.validation)
+    data = mnist.hold_out(mnist.load_mnist(args.data_dir, device), args.validation)
     study.optimize(lambda t: objective(t, args, device, data), n_trials=n_trials, callbacks=[progress],
                    catch=(train.Fail,))
 
@@ -507,7 +508,7 @@ def plot_study(rows, path):
 def confirm(study, args):
     """Retrain the best --confirm recipes on all training images and report test accuracy on --seeds."""
     device = train.pick_device(args.device)
-    data = train.load_mnist(args.data_dir, device)
+    data = mnist.load_mnist(args.data_dir, device)
     best = [r for r in trial_rows(study) if r["state"] == "complete"][:args.confirm]
     for r in best:
         run_args = train_args(recipe_flags(r["params"]), args, device)

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torchvision
 
+from mnist import MNIST_MEAN, MNIST_STD, augment, hold_out, load_mnist, warp
 import train
 
 SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
@@ -79,7 +80,7 @@ def comparable(metrics):
 # augmentation
 
 def l_shape():
-    x = torch.full((1, 1, 28, 28), -train.MNIST_MEAN / train.MNIST_STD)
+    x = torch.full((1, 1, 28, 28), -MNIST_MEAN / MNIST_STD)
     x[..., 4:20, 8:11] = 2.0
     x[..., 17:20, 8:20] = 2.0
     return x
@@ -87,31 +88,31 @@ def l_shape():
 
 def test_augment_keeps_shape_dtype_device_and_is_identity_without_rotation_or_shift():
     x = torch.randn(8, 1, 28, 28)
-    y = train.augment(x, rotation=15, shift=2)
+    y = augment(x, rotation=15, shift=2)
     assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
-    assert torch.equal(train.augment(x, rotation=0, shift=0), x)
+    assert torch.equal(augment(x, rotation=0, shift=0), x)
     # the warp itself is the identity at 0 degrees and no shift
     zero = torch.zeros(8)
-    assert torch.allclose(train.warp(x, zero, torch.zeros(8, 2)), x, atol=1e-5)
+    assert torch.allclose(warp(x, zero, torch.zeros(8, 2)), x, atol=1e-5)
 
 
 def test_warp_rotates_and_shifts_like_the_exact_pixel_operations():
     x = l_shape()
-    quarter = train.warp(x, torch.tensor([math.pi / 2]), torch.zeros(1, 2))
+    quarter = warp(x, torch.tensor([math.pi / 2]), torch.zeros(1, 2))
     assert torch.allclose(quarter, torch.rot90(x, k=1, dims=(2, 3)), atol=1e-4)
-    shifted = train.warp(x, torch.zeros(1), torch.tensor([[3.0, -2.0]]))  # 3 px right, 2 px up
+    shifted = warp(x, torch.zeros(1), torch.tensor([[3.0, -2.0]]))  # 3 px right, 2 px up
     assert torch.allclose(shifted[..., :-3, 3:], x[..., 2:-1, :-3], atol=1e-4)
 
 
 def test_augment_moves_a_non_symmetric_pattern_with_its_own_angle_per_image():
     torch.manual_seed(0)
     x = l_shape().repeat(16, 1, 1, 1)
-    y = train.augment(x, rotation=20, shift=0)
+    y = augment(x, rotation=20, shift=0)
     moved = (y - x).abs().flatten(1).max(1).values
     assert (moved > 0.01).all() and (moved > 1).sum() >= 8  # every image changed, most by a lot
     assert len({round(float(v), 3) for v in (y - x).abs().flatten(1).sum(1)}) == 16  # each its own angle
     corners = y[..., 0, 0]  # rotated-in corners are background, not zeros
-    assert torch.allclose(corners, torch.full_like(corners, -train.MNIST_MEAN / train.MNIST_STD), atol=1e-5)
+    assert torch.allclose(corners, torch.full_like(corners, -MNIST_MEAN / MNIST_STD), atol=1e-5)
 
 
 def test_weight_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statistics():
@@ -139,12 +140,12 @@ def test_weight_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statis
 # data
 
 def test_loader_reads_torchvision_layout_into_normalised_tensors(mnist):
-    train_x, train_y, test_x, test_y = train.load_mnist(mnist, torch.device("cpu"))
+    train_x, train_y, test_x, test_y = load_mnist(mnist, torch.device("cpu"))
     assert train_x.shape == (96, 1, 28, 28) and test_x.shape == (40, 1, 28, 28)
     assert train_x.dtype == torch.float32
     assert train_y.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
-    assert math.isclose(train_x.max().item(), (1 - train.MNIST_MEAN) / train.MNIST_STD, rel_tol=1e-5)
-    assert math.isclose(train_x.min().item(), -train.MNIST_MEAN / train.MNIST_STD, rel_tol=1e-5)
+    assert math.isclose(train_x.max().item(), (1 - MNIST_MEAN) / MNIST_STD, rel_tol=1e-5)
+    assert math.isclose(train_x.min().item(), -MNIST_MEAN / MNIST_STD, rel_tol=1e-5)
 
 
 def test_missing_data_without_network_is_one_clear_line(tmp_path, capsys):
@@ -356,7 +357,7 @@ def test_exploding_loss_stops_at_once_naming_epoch_step_and_checkpoint(mnist, tm
     assert_one_line_error(code, err, "loss became", "epoch 0, step 1", "--lr", expected_code=3)
 
     # a good epoch first (3 steps), then a NaN: the error points at that epoch's checkpoint, which stays intact
-    augment, steps = train.augment, []
+    steps = []
 
     def nan_from_step_4(x, *a):
         steps.append(1)
@@ -580,29 +581,29 @@ def test_run_records_and_prints_the_precision_it_used(mnist, tmp_path, capsys):
 # recipe knobs the study searches
 
 def test_scale_resizes_about_the_centre_and_costs_no_random_numbers_when_off():
-    x = torch.full((1, 1, 28, 28), -train.MNIST_MEAN / train.MNIST_STD)
+    x = torch.full((1, 1, 28, 28), -MNIST_MEAN / MNIST_STD)
     x[..., 10:18, 10:18] = 2.0  # an 8x8 square in the middle
     bright = lambda img: int((img > 0.5).sum())
-    bigger = train.warp(x, torch.zeros(1), torch.zeros(1, 2), torch.tensor([1.5]))
+    bigger = warp(x, torch.zeros(1), torch.zeros(1, 2), torch.tensor([1.5]))
     assert 12 ** 2 * 0.8 < bright(bigger) < 12 ** 2 * 1.2 and bigger[0, 0, 14, 14] > 1.9
-    assert torch.allclose(train.warp(x, torch.zeros(1), torch.zeros(1, 2), torch.ones(1)), x, atol=1e-5)
+    assert torch.allclose(warp(x, torch.zeros(1), torch.zeros(1, 2), torch.ones(1)), x, atol=1e-5)
     draws = []
     for scale in (0.0, 0.0, 0.1):
         torch.manual_seed(0)
-        train.augment(x, rotation=7, shift=0, scale=scale)
+        augment(x, rotation=7, shift=0, scale=scale)
         draws.append(torch.rand(1).item())
     assert draws[0] == draws[1] != draws[2]  # scale 0 leaves the random stream (and old runs) as they were
 
 
 def test_validation_holds_out_the_same_training_images_for_every_seed():
     data = (torch.arange(100.0).view(100, 1, 1, 1), torch.arange(100), torch.zeros(5, 1, 1, 1), torch.zeros(5))
-    a, b = train.hold_out(data, 20), train.hold_out(data, 20)
+    a, b = hold_out(data, 20), hold_out(data, 20)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     train_x, train_y, val_x, val_y = a
     assert len(train_x) == 80 and len(val_x) == 20
     assert set(train_y.tolist()).isdisjoint(val_y.tolist()) and len(set(train_y.tolist()) | set(val_y.tolist())) == 100
     with pytest.raises(train.Fail, match="--validation"):
-        train.hold_out(data, 100)
+        hold_out(data, 100)
 
 
 def test_validation_run_reports_on_held_out_images_not_the_test_set(mnist, tmp_path, capsys):
@@ -617,7 +618,7 @@ def test_snapshots_per_epoch_enter_the_average_and_bn_decay_can_spare_batchnorm(
     args = train.parse_args([*FAST, "--epochs", "2", "--average-epochs", "2", "--snapshots", "3", "--no-bn-decay"])
     args.precision_why = "test"
     device = torch.device("cpu")
-    data = train.load_mnist(mnist, device)
+    data = load_mnist(mnist, device)
     model, optimizer, scheduler, averaged = train.build(args, 1, device)
     decays = {p.ndim: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert decays == {4: args.weight_decay, 1: 0.0}  # conv weights decay, BatchNorm weights and biases do not

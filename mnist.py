@@ -1,0 +1,100 @@
+"""MNIST for train.py: the four files parsed once into normalised tensors on the training device, a fixed
+held-out split for recipe searches, and the batched augmentation (rotation, shift, scale: one affine warp).
+"""
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class Fail(Exception):
+    """A problem the user can fix: printed as one line, no traceback."""
+
+    def __init__(self, message, code=2):
+        super().__init__(message)
+        self.code = code
+
+
+def load_mnist(data_dir, device):
+    """MNIST as normalised float tensors on `device`: (train_x, train_y, test_x, test_y)."""
+    from torchvision.datasets import MNIST
+
+    root = Path(data_dir)
+    if root.exists() and not root.is_dir():
+        raise Fail(f"--data-dir {root} is a file: point it at the folder that holds MNIST/raw/")
+    splits = []
+    for train in (True, False):
+        try:
+            ds = MNIST(root, train=train, download=False)
+        except RuntimeError:  # not there: try the normal download (needs a network)
+            try:
+                ds = MNIST(root, train=train, download=True)
+            except Exception:
+                raise Fail(f"MNIST not found in {root / 'MNIST' / 'raw'} and the download failed (no network?): "
+                           "pass --data-dir DIR where DIR/MNIST/raw/ holds train-images-idx3-ubyte, "
+                           "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
+        except Exception as e:  # torchvision's own file checks (magic number, size) fail with asserts etc.
+            raise Fail(f"MNIST files in {root / 'MNIST' / 'raw'} are damaged ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else 'bad header or size'}): delete them and "
+                       "download again, or point --data-dir at a good copy")
+        splits.append(check_split(ds, root))
+    (train_x, train_y), (test_x, test_y) = splits
+    # uint8 to the device first, then normalise in place: one float copy, no temporaries
+    normalised = lambda x: x.to(device).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
+    return normalised(train_x), train_y.to(device), normalised(test_x), test_y.to(device)
+
+
+def hold_out(data, n):
+    """Replace the test set by n training images, drawn once with a fixed generator (the same for every seed
+    and recipe), and train on the rest: a recipe search that never looks at the test set."""
+    train_x, train_y, _, _ = data
+    if not 0 < n < len(train_x):
+        raise Fail(f"--validation {n} must leave training images: pass 1 to {len(train_x) - 1}, e.g. 10000")
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0)).to(train_x.device)
+    keep, held = order[:-n], order[-n:]
+    return train_x[keep], train_y[keep], train_x[held], train_y[held]
+
+
+def check_split(ds, root):
+    images, labels = ds.data, ds.targets
+    name = "training" if ds.train else "test"
+    if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28) or len(images) == 0:
+        raise Fail(f"MNIST {name} images in {root / 'MNIST' / 'raw'} are not N x 28 x 28 (got {tuple(images.shape)}): "
+                   "replace the files with the original ones")
+    if len(images) != len(labels):
+        raise Fail(f"MNIST {name} files in {root / 'MNIST' / 'raw'} disagree: {len(images)} images but "
+                   f"{len(labels)} labels: replace them with the original files")
+    if labels.min() < 0 or labels.max() > 9:
+        raise Fail(f"MNIST {name} labels in {root / 'MNIST' / 'raw'} are outside 0-9: replace the file")
+    return images, labels
+
+
+def augment(x, rotation, shift, scale=0.0):
+    """Rotate each image by its own random angle in [-rotation, rotation] degrees, shift it by its own
+    random offset of up to `shift` pixels per axis and (if scale > 0) resize it by its own factor in
+    [1 - scale, 1 + scale]: one batched affine warp, no per-image Python."""
+    if rotation == 0 and shift == 0 and scale == 0:
+        return x
+    n = x.shape[0]
+    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(rotation)
+    offset = (torch.rand(n, 2, device=x.device) * 2 - 1) * shift
+    # drawn only when used, so that runs without scaling keep their random stream (and their numbers)
+    zoom = 1 + (torch.rand(n, device=x.device) * 2 - 1) * scale if scale else None
+    return warp(x, angle, offset, zoom)
+
+
+def warp(x, angle, offset, zoom=None):
+    """Rotate images (N, 1, H, W) by `angle` radians (N,) about their centres, shift them by `offset`
+    pixels (N, 2: x, y) and scale them by `zoom` (N,). Uncovered corners get the background (black) value."""
+    size = x.shape[-1]
+    cos, sin, shift = angle.cos(), angle.sin(), -offset * 2 / size  # pixels -> grid's [-1, 1] coordinates
+    if zoom is not None:  # the grid maps output to input pixels: a larger digit samples a smaller area
+        cos, sin = cos / zoom, sin / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    background = -MNIST_MEAN / MNIST_STD  # a black pixel after normalisation
+    return F.grid_sample(x - background, grid, align_corners=False) + background
