@@ -6,8 +6,9 @@
 classic: torchvision RandomRotation/ToTensor/Normalize + DataLoader, fp32, the published recipe's
          nn.Dropout(0.01), loss read back every step (as every published version of this exercise does).
 ours:    train.py's own epoch (train_and_test): data on the device as tensors, batched augmentation,
-         --precision auto (bf16 autocast where the hardware computes bf16, else fp32), the default recipe (weight averaging over its last epochs included); with
-         --epochs 15 it is exactly `python train.py --seed N` (same numbers on the same machine).
+         --precision auto (bf16 autocast where the hardware computes bf16, else fp32), the default recipe
+         (weight averaging over its last epochs included); with --epochs 15 it is exactly
+         `python train.py --seed N` (same numbers on the same machine).
 Both use the same network, seed, learning rate schedule, weight decay and batch size. The report names
 the CPU (or GPU), torch's CPU capability and each pipeline's precision, gives each pipeline's epochs as a
 median with their spread, and a 15-epoch job's time with start-up (imports, data) included.

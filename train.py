@@ -35,7 +35,7 @@ try:
 except ImportError:  # Windows: no advisory locks, so runs into one --out-dir are not guarded against each other
     fcntl = None
 
-# defaults: the recipe chosen from multi-seed runs on the real data (README, "How the recipe was chosen")
+# defaults: the recipe chosen from multi-seed runs on the real data (README, "How the default recipe was chosen")
 EPOCHS = 15
 BATCH_SIZE = 128
 TEST_BATCH_SIZE = 1000
@@ -47,7 +47,7 @@ DROPOUT = 0.0
 ROTATION = 7.0        # degrees, uniform in [-ROTATION, ROTATION] per image
 SHIFT = 0.0           # pixels, uniform in [-SHIFT, SHIFT] per image and axis
 SCALE = 0.0           # relative size change, uniform in [1 - SCALE, 1 + SCALE] per image
-WEIGHT_DECAY = 1e-3   # lifted the weakest seeds most (README, "How the recipe was chosen")
+WEIGHT_DECAY = 1e-3   # lifted the weakest seeds most (README, "How the default recipe was chosen")
 LABEL_SMOOTHING = 0.0
 AVERAGE_EPOCHS = 3    # test the average of the weights after each of the last 3 epochs (the lr 0.002 phase)
 SNAPSHOTS = 1         # weight snapshots per averaged epoch (1: at its end; more: evenly spaced, SWA style)
@@ -352,7 +352,8 @@ def train_and_test(epoch, model, optimizer, averaged, data, args, device):
           f"({100 * train_correct / n_train:.2f}%)\n")
     tested = with_fresh_bn(averaged, train_x[:BN_IMAGES], args, device) if averaging else model
     test_loss, test_correct = evaluate(tested, test_x, test_y, args, device)
-    print(f"\n{'Validation' if args.validation else 'Test'} set: Average loss: {test_loss:.4f}, Accuracy: {test_correct}/{len(test_x)} "
+    tested_on = "Validation" if args.validation else "Test"
+    print(f"\n{tested_on} set: Average loss: {test_loss:.4f}, Accuracy: {test_correct}/{len(test_x)} "
           f"({100 * test_correct / len(test_x):.2f}%)\n")
     print("--------------------------------------------")
     return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": 100 * train_correct / n_train,
