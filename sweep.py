@@ -34,6 +34,7 @@ warnings.filterwarnings("ignore", message=".*experimental feature.*")  # Optuna'
 # ("int", lo, hi) inclusive, ("choice", a, b, ...) categorical.
 SPACE = {
     "lr": ("log", 0.02, 0.2),
+    "nesterov": ("choice", False, True),
     "batch_size": ("choice", 64, 128),
     "weight_decay": ("log", 2e-4, 5e-3),
     "bn_decay": ("choice", True, False),
@@ -43,20 +44,23 @@ SPACE = {
     "shift": ("choice", 0.0, 0.5, 1.0),
     "scale": ("choice", 0.0, 0.05, 0.1),
     "average_epochs": ("int", 0, 5),
+    "bn_images": ("choice", 10000, 60000),
     "snapshots": ("choice", 1, 4),
     "label_smoothing": ("choice", 0.0, 0.05, 0.1),
 }
 # Recipes every new study tries first (changes to train.py's defaults): today's default, then the ideas
-# worth a direct look; the sampler takes over from there.
+# worth a direct look; the sampler takes over from there. Round 1 (README, "Recipe search") tried the default,
+# batch 64 (lr 0.05 and 0.025), 4 snapshots x 4 epochs, no BN decay, wd 2e-3, shift 1 + scale 0.1 and
+# label smoothing 0.05: shift + scale and batch 64 led. Round 2 combines them:
 FIRST = [
     {},
-    {"batch_size": 64},
-    {"batch_size": 64, "lr": 0.025},
-    {"snapshots": 4, "average_epochs": 4},
-    {"bn_decay": False},
-    {"weight_decay": 2e-3},
     {"shift": 1.0, "scale": 0.1},
-    {"label_smoothing": 0.05},
+    {"shift": 1.0, "scale": 0.1, "batch_size": 64},
+    {"shift": 1.0, "scale": 0.1, "batch_size": 64, "lr": 0.025},
+    {"shift": 1.0, "scale": 0.1, "weight_decay": 2e-3},
+    {"shift": 1.0, "scale": 0.1, "rotation": 10.0},
+    {"shift": 0.5, "scale": 0.1},
+    {"shift": 1.0, "scale": 0.05},
 ]
 VALIDATION = 10000  # held-out training images that score the trials (train.py --validation)
 START_METHOD = "spawn"  # --jobs: each worker a fresh interpreter (CUDA cannot be forked)
@@ -79,6 +83,9 @@ def parse_args(argv=None):
     p.add_argument("--trials", type=int, default=20, help="trials this command adds to the study (default: %(default)s)")
     p.add_argument("--seeds", type=train.parse_seeds, default=train.parse_seeds("101-105"), metavar="LIST",
                    help="seeds every trial trains on (default: 101-105)")
+    p.add_argument("--copies", type=int, default=1, metavar="K",
+                   help="train K copies of the network per seed, side by side (train.py --copies): each trial is "
+                        "scored on seeds x K networks; on a GPU a seed costs about one run (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=train.EPOCHS, help="epochs per run (default: %(default)s)")
     p.add_argument("--validation", type=int, default=VALIDATION, metavar="N",
                    help="held-out training images that score the trials (default: %(default)s)")
@@ -95,7 +102,7 @@ def parse_args(argv=None):
     p.add_argument("--confirm", type=int, default=0, metavar="K",
                    help="retrain the best K recipes on all 60,000 images and report test accuracy on --seeds")
     args = p.parse_args(argv)
-    for name in ("trials", "epochs", "jobs"):
+    for name in ("trials", "epochs", "jobs", "copies"):
         if getattr(args, name) < 1:
             raise train.Fail(f"--{name} must be >= 1 (got {getattr(args, name)})")
     if args.confirm < 0:
@@ -218,7 +225,7 @@ def check_settings(study, args):
     from optuna.trial import TrialState
 
     wanted = {"space": json.loads(json.dumps(SPACE)),  # as stored: tuples become lists
-              "seeds": args.seeds, "epochs": args.epochs, "validation": args.validation}
+              "seeds": args.seeds, "copies": args.copies, "epochs": args.epochs, "validation": args.validation}
     stored = study.user_attrs
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):  # none to compare
         for name, value in wanted.items():
@@ -228,7 +235,7 @@ def check_settings(study, args):
         raise train.Fail(f"study '{args.study_name}' in {shown(args.storage)} was made with another search space: "
                          "pass a new --study-name (or another --storage) for this one")
     flag = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
-    for name in ("seeds", "epochs", "validation"):
+    for name in ("seeds", "copies", "epochs", "validation"):
         if stored.get(name, wanted[name]) != wanted[name]:
             raise train.Fail(f"study '{args.study_name}' trains its trials with --{name} {flag(stored[name])}, not "
                              f"{flag(wanted[name])}: pass --{name} {flag(stored[name])} to continue it, or a new "
@@ -270,7 +277,8 @@ def recipe_flags(recipe):
     flags = []
     for name, value in recipe.items():
         flag = "--" + name.replace("_", "-")
-        flags += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, f"{value:.4g}"]
+        flags += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else \
+            [flag, f"{value:.4g}" if isinstance(value, float) else str(value)]
     return flags
 
 
@@ -279,7 +287,12 @@ def objective(trial, args, device, data):
     import optuna
 
     trial.set_user_attr("worker", worker_name(os.getpid()))  # whose trial: see fail_left_running
-    run_args = train_args(recipe_flags(suggest(trial)) + ["--validation", str(args.validation)], args, device)
+    try:
+        run_args = train_args(recipe_flags(suggest(trial)) + ["--validation", str(args.validation)], args, device)
+    except train.Fail as e:  # a space train.py refuses: says why in the report
+        trial.set_user_attr("error", str(e))
+        raise
+    run_args.copies = args.copies
     finals, at_target = {}, {}
     for i, seed in enumerate(args.seeds):
         def report(record, step0=i * args.epochs):
@@ -292,7 +305,8 @@ def objective(trial, args, device, data):
         except train.Fail as e:  # e.g. the loss diverged: the trial fails, the study goes on
             trial.set_user_attr("error", str(e))
             raise
-        finals[seed], at_target[seed] = metrics["final_test_acc"], metrics["epochs_at_target"]
+        for name, run in copy_runs(metrics, seed):
+            finals[name], at_target[name] = run["final_test_acc"], run["epochs_at_target"]
         trial.set_user_attr("finals", finals)
         trial.set_user_attr("epochs_at_target", at_target)
         # ask the pruner only at a seed's end (earlier epochs compare schedules, not recipes), and not after
@@ -300,6 +314,13 @@ def objective(trial, args, device, data):
         if i < len(args.seeds) - 1 and trial.should_prune():
             raise optuna.TrialPruned()
     return score(list(finals.values()))
+
+
+def copy_runs(metrics, seed):
+    """(name, metrics) of each network a run trained: 'SEED', or with --copies 'SEED.K' for copy K."""
+    if metrics["copies"] == 1:
+        return [(str(seed), metrics)]
+    return [(f"{seed}.{r['copy']}", r) for r in metrics["copy_runs"]]
 
 
 def train_args(flags, args, device):
@@ -370,7 +391,8 @@ def run_study(args):
     shares = [args.trials // args.jobs + (k < args.trials % args.jobs) for k in range(args.jobs)]
     threads = max(1, torch.get_num_threads() // args.jobs)  # torch's own: the cores, or OMP_NUM_THREADS
     print(f"study '{args.study_name}' in {shown(args.storage)}: {started} trials so far; adding {args.trials} "
-          f"with {args.jobs} worker(s) x {threads} thread(s), seeds {args.seeds}, {args.epochs} epochs", flush=True)
+          f"with {args.jobs} worker(s) x {threads} thread(s), seeds {args.seeds}{copies_note(args.copies)}, "
+          f"{args.epochs} epochs", flush=True)
     if args.jobs == 1:
         try:
             work(args, args.trials, threads, Progress(args.trials))
@@ -461,7 +483,8 @@ def write_report(study, args):
     seeds = study.user_attrs.get("seeds", [])
     changed = [n for n in SPACE if len({repr(r["params"].get(n)) for r in rows}) > 1]  # columns worth showing
     lines = [f"# Study '{args.study_name}'", "",
-             f"{len(rows)} finished trials; each trains with seeds {', '.join(map(str, seeds))} on the training "
+             f"{len(rows)} finished trials; each trains with seeds {', '.join(map(str, seeds))}"
+             f"{copies_note(study.user_attrs.get('copies', 1))} on the training "
              f"images less {study.user_attrs.get('validation', '?'):,} held out, and is scored on those held-out images "
              f"(never the test set). Score: {SCORE} of the seeds' final validation accuracies.", ""]
     complete = [r for r in rows if r["state"] == "complete"]
@@ -482,6 +505,10 @@ def write_report(study, args):
     if complete:
         plot_study(rows, args.out_dir / "sweep.png")
     return md
+
+
+def copies_note(copies):
+    return f" ({copies} copies of the network per seed, side by side: train.py --copies {copies})" if copies > 1 else ""
 
 
 def plot_study(rows, path):

@@ -109,7 +109,7 @@ def test_two_commands_started_at_once_on_one_study_add_up(finished):
 def test_trials_keep_per_seed_results_scored_on_held_out_images_and_a_report(finished):
     out = finished[0]
     done = trials(out)
-    assert [t.params for t in done] == [recipe(), recipe(batch_size=64), recipe(batch_size=64, lr=0.025)]  # FIRST
+    assert [t.params for t in done] == [recipe(**changes) for changes in sweep.FIRST[:3]]
     for t in done:
         finals = t.user_attrs["finals"]
         assert list(finals) == ["1", "2"] and list(t.user_attrs["epochs_at_target"]) == ["1", "2"]
@@ -130,7 +130,7 @@ def test_the_same_command_again_continues_the_study(study, data, capsys):
     after = trials(study)
     assert [t.value for t in after[:3]] == [t.value for t in before]
     assert after[3].state == TrialState.COMPLETE
-    assert after[3].params == recipe(snapshots=4, average_epochs=4)  # the queue goes on where it was
+    assert after[3].params == recipe(**sweep.FIRST[3])  # the queue goes on where it was
 
 
 def test_report_lists_every_trial_and_trains_nothing(study, capsys):

@@ -51,7 +51,7 @@ WEIGHT_DECAY = 1e-3   # lifted the weakest seeds most (README, "How the default 
 LABEL_SMOOTHING = 0.0
 AVERAGE_EPOCHS = 3    # test the average of the weights after each of the last 3 epochs (the lr 0.002 phase)
 SNAPSHOTS = 1         # weight snapshots per averaged epoch (1: at its end; more: evenly spaced, SWA style)
-BN_IMAGES = 10000     # training images that re-estimate BatchNorm statistics for averaged weights
+BN_IMAGES = 10000     # training images that re-estimate BatchNorm statistics for averaged weights (all: 60000)
 LOG_INTERVAL = 20     # steps between progress-bar refreshes (each one syncs with the device)
 
 TARGET = 99.40
@@ -86,7 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--test-batch-size", type=int, default=TEST_BATCH_SIZE, help="test batch size (default: %(default)s)")
     p.add_argument("--lr", type=float, default=LR, help="SGD learning rate (default: %(default)s)")
     p.add_argument("--momentum", type=float, default=MOMENTUM, help="SGD momentum (default: %(default)s)")
-    p.add_argument("--nesterov", action="store_true", help="use Nesterov momentum")
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False,
+                   help="use Nesterov momentum (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="L2 weight decay (default: %(default)s)")
     p.add_argument("--bn-decay", action=argparse.BooleanOptionalAction, default=True,
                    help="apply weight decay to BatchNorm weights and biases too (default: %(default)s)")
@@ -102,11 +103,18 @@ def parse_args(argv=None):
                         "BatchNorm statistics recomputed; 0: off (default: %(default)s)")
     p.add_argument("--snapshots", type=int, default=SNAPSHOTS,
                    help="weight snapshots per averaged epoch, evenly spaced (default: %(default)s)")
+    p.add_argument("--bn-images", type=int, default=BN_IMAGES, metavar="N",
+                   help="training images that re-estimate the averaged weights' BatchNorm statistics "
+                        "(default: %(default)s)")
     p.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="cross-entropy label smoothing (default: %(default)s)")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="bf16 autocast or plain fp32; auto: bf16 where the device computes it natively "
                         "(CUDA compute capability >= 8.0, CPUs with AMX or AVX512-BF16), else fp32 "
                         "(default: %(default)s)")
+    p.add_argument("--copies", type=int, default=1, metavar="K",
+                   help="train K independent copies of the network at once, side by side (grouped convolutions), "
+                        "each with its own initialisation, batch order and augmentation, and report each: on a GPU "
+                        "about the time of one run (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     p.add_argument("--seeds", type=parse_seeds, default=None, metavar="LIST",
                    help="train one run per seed, e.g. 1-10 or 3,7,11, and print a summary")
@@ -150,7 +158,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def check_args(args):
-    positive = ["epochs", "batch_size", "test_batch_size", "lr", "step_size", "gamma", "log_interval", "snapshots"]
+    positive = ["epochs", "batch_size", "test_batch_size", "lr", "step_size", "gamma", "log_interval", "snapshots",
+                "copies", "bn_images"]
     for name in positive:
         if not getattr(args, name) > 0:
             raise Fail(f"--{name.replace('_', '-')} must be > 0 (got {getattr(args, name)})")
@@ -227,8 +236,9 @@ def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
     of the weights to `averaged` (if given). Returns (average loss, correct, images seen)."""
     train_x, train_y = data
     model.train()
-    n = len(train_x)
-    batches = torch.randperm(n, device=device).split(args.batch_size)
+    n, k = len(train_x), args.copies
+    # each copy its own order (k = 1: the one permutation, drawn exactly as without copies)
+    batches = torch.stack([torch.randperm(n, device=device) for _ in range(k)]).split(args.batch_size, dim=1)
     if args.dry_run:
         batches = batches[:1]
     loss_sum = torch.zeros((), device=device)
@@ -237,21 +247,22 @@ def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
     snapshot_after = {round(len(batches) * (k + 1) / args.snapshots) for k in range(args.snapshots)}
     bar = tqdm(batches, file=sys.stdout)
     for batch_id, idx in enumerate(bar):
-        x, y = augment(train_x[idx], args.rotation, args.shift, args.scale), train_y[idx]
+        x, y = side_by_side(augment(train_x[idx.flatten()], args.rotation, args.shift, args.scale), k), train_y[idx.T]
         with autocast(device, args.precision):
             output = model(x)
-        loss = F.cross_entropy(output, y, label_smoothing=args.label_smoothing)  # output is log-probs
+        # output is log-probs; x k: every copy's gradient is that of its own batch's mean loss
+        loss = F.cross_entropy(output.reshape(-1, 10), y.flatten(), label_smoothing=args.label_smoothing) * k
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if averaged is not None and batch_id + 1 in snapshot_after:
             averaged.update_parameters(model)
         # keep running sums on the device; read them back only every log_interval steps
-        loss_sum += loss.detach() * len(idx)
-        correct += (output.argmax(1) == y).sum()
-        seen += len(idx)
+        loss_sum += loss.detach() * idx.shape[1]  # = the copies' mean loss x the images each saw
+        correct += (output.argmax(-1).view(y.shape) == y).sum()
+        seen += idx.numel()
         if batch_id % args.log_interval == 0 or batch_id == len(batches) - 1:
-            batch_loss = loss.item()
+            batch_loss = loss.item() / k
             if not math.isfinite(batch_loss):
                 raise Fail(f"loss became {batch_loss} at epoch {epoch}, step {batch_id}: lower --lr", code=3)
             bar.set_description(f"Loss={batch_loss:.4f} Batch_id={batch_id} "
@@ -259,18 +270,23 @@ def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
     return loss_sum.item() / seen, correct.item(), seen
 
 
+def side_by_side(x, copies):
+    """(copies * N, 1, 28, 28), copy by copy -> (N, copies, 28, 28): copy k's images in channel k."""
+    return x if copies == 1 else x.unflatten(0, (copies, -1)).flatten(1, 2).transpose(0, 1)
+
+
 @torch.no_grad()
 def evaluate(model, x, y, args, device):
-    """Average NLL loss and number correct over (x, y)."""
+    """Average NLL loss and number correct over (x, y): lists with one entry per copy of the network."""
     model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    loss_sum = torch.zeros(args.copies, device=device)
+    correct = torch.zeros(args.copies, device=device, dtype=torch.long)
     for xb, yb in zip(x.split(args.test_batch_size), y.split(args.test_batch_size)):
         with autocast(device, args.precision):
-            output = model(xb)
-        loss_sum += F.nll_loss(output, yb, reduction="sum")
-        correct += (output.argmax(1) == yb).sum()
-    return loss_sum.item() / len(x), correct.item()
+            output = model(xb.expand(-1, args.copies, -1, -1)).view(len(xb), args.copies, 10)  # all see xb
+        loss_sum += F.nll_loss(output.transpose(1, 2), yb[:, None].expand(-1, args.copies), reduction="none").sum(0)
+        correct += (output.argmax(-1) == yb[:, None]).sum(0)
+    return (loss_sum / len(x)).tolist(), correct.tolist()
 
 
 def print_summary_table():
@@ -307,12 +323,20 @@ def run(args, seed, out_dir, device, data, on_epoch=None):
             if on_epoch:
                 on_epoch(record)
         plot_curves(metrics, paths["curves.png"])
+        if args.copies > 1:
+            print(format_copies(metrics))
     except KeyboardInterrupt as e:
         raise Interrupted(last_checkpoint, getattr(e, "code", 130))
     except (Fail, MemoryError, RuntimeError) as e:  # a NaN loss, a full disk, out of memory: name what is left
         e = e if isinstance(e, Fail) else out_of_memory(e, args)
         raise Fail(f"{e}; last good checkpoint: {last_checkpoint}", e.code) if last_checkpoint else e
     return metrics
+
+
+def format_copies(metrics):
+    finals = [r["final_test_acc"] for r in metrics["copy_runs"]]
+    return (f"{len(finals)} copies: final mean {statistics.mean(finals):.3f} +- {statistics.stdev(finals):.3f}, "
+            f"min {min(finals):.2f}; {sum(f >= TARGET for f in finals)}/{len(finals)} ended >= {TARGET:.2f} %")
 
 
 def out_of_memory(e, args):
@@ -326,7 +350,7 @@ def out_of_memory(e, args):
 def build(args, seed, device):
     """The seeded network, its SGD optimizer, StepLR schedule and (if asked for) weight average."""
     torch.manual_seed(seed)
-    model = Net(dropout=args.dropout).to(device)
+    model = Net(dropout=args.dropout, copies=args.copies).to(device)
     params = model.parameters() if args.bn_decay else [  # without: decay only the conv weights
         {"params": [p for p in model.parameters() if p.ndim > 1]},
         {"params": [p for p in model.parameters() if p.ndim == 1], "weight_decay": 0.0}]
@@ -350,26 +374,31 @@ def train_and_test(epoch, model, optimizer, averaged, data, args, device):
                                                      averaged if averaging else None)
     print(f"\nTraining set: Average loss: {train_loss:.4f}, Accuracy: {train_correct}/{n_train} "
           f"({100 * train_correct / n_train:.2f}%)\n")
-    tested = with_fresh_bn(averaged, train_x[:BN_IMAGES], args, device) if averaging else model
-    test_loss, test_correct = evaluate(tested, test_x, test_y, args, device)
+    tested = with_fresh_bn(averaged, train_x[:args.bn_images], args, device) if averaging else model
+    test_losses, test_correct = evaluate(tested, test_x, test_y, args, device)
     tested_on = "Validation" if args.validation else "Test"
-    print(f"\n{tested_on} set: Average loss: {test_loss:.4f}, Accuracy: {test_correct}/{len(test_x)} "
-          f"({100 * test_correct / len(test_x):.2f}%)\n")
+    # with --copies: the copies' mean (its loss, its correct count rounded), then each copy's accuracy
+    test_loss, correct = statistics.mean(test_losses), round(statistics.mean(test_correct))
+    print(f"\n{tested_on} set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{len(test_x)} "
+          f"({100 * statistics.mean(test_correct) / len(test_x):.2f}%)\n")
+    copy_accs = [100 * c / len(test_x) for c in test_correct]
+    if args.copies > 1:
+        print(f"{tested_on} accuracy of each copy: {' '.join(f'{a:.2f}' for a in copy_accs)}\n")
     print("--------------------------------------------")
     return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": 100 * train_correct / n_train,
-            "test_loss": test_loss, "test_acc": 100 * test_correct / len(test_x),
+            "test_loss": test_loss, "test_acc": statistics.mean(copy_accs), "copy_test_accs": copy_accs,
             "seconds": time.perf_counter() - t0}
 
 
 def with_fresh_bn(averaged, bn_images, args, device):
     """The averaged network, its BatchNorm statistics re-estimated (averaged weights make them stale)."""
-    with autocast(device, args.precision):
-        update_bn(bn_images.split(args.test_batch_size), averaged)
+    with autocast(device, args.precision):  # every copy sees the same images, as in evaluate
+        update_bn((x.expand(-1, args.copies, -1, -1) for x in bn_images.split(args.test_batch_size)), averaged)
     return averaged.module
 
 
 def new_metrics(args, seed, device, model):
-    return {"params": count_params(model), "seed": seed, "device": str(device),
+    return {"params": count_params(model) // args.copies, "copies": args.copies, "seed": seed, "device": str(device),
             "torch": str(torch.__version__),  # a plain str: safe loading refuses torch's TorchVersion class
             "precision": args.precision, "precision_why": args.precision_why,
             "evaluated_on": f"validation ({args.validation} held-out training images)" if args.validation else "test",
@@ -378,11 +407,17 @@ def new_metrics(args, seed, device, model):
 
 
 def finish_metrics(metrics):
+    """The run's summary figures; with --copies, of the copies' mean, and each copy's in "copy_runs"."""
     accs = [e["test_acc"] for e in metrics["epochs"]]
     metrics["final_test_acc"] = accs[-1]
     metrics["best_test_acc"] = max(accs)
     metrics["epochs_at_target"] = sum(a >= TARGET for a in accs)
     metrics["total_seconds"] = sum(e["seconds"] for e in metrics["epochs"])
+    if metrics["copies"] > 1:
+        per_copy = zip(*(e["copy_test_accs"] for e in metrics["epochs"]))
+        metrics["copy_runs"] = [{"copy": k, "final_test_acc": a[-1], "best_test_acc": max(a),
+                                 "epochs_at_target": sum(v >= TARGET for v in a), "test_accs": list(a)}
+                                for k, a in enumerate(per_copy)]
 
 
 # ---------------------------------------------------------------------------------------------
