@@ -1,6 +1,7 @@
 """The network's contract: size, building blocks, output and receptive field."""
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from model import Net, count_params, receptive_field_table
 
@@ -39,3 +40,24 @@ def test_receptive_field_reaches_28_and_follows_the_layers():
     # spatial sizes as in the reference: 28 -> 26 -> 24 -> 22 -> 11 -> 9 -> 7 -> 5 -> 1 -> 1
     assert [r[2] for r in rows] == [26, 24, 22, 11, 9, 7, 5, 1, 1]
     assert [r[-1] for r in rows] == [3, 5, 7, 8, 12, 16, 20, 28, 28]
+
+
+def test_copies_are_independent_networks_side_by_side():
+    """Net(copies=3) computes exactly what 3 separate networks with the same weights compute, output and gradients."""
+    torch.manual_seed(0)
+    nets, grouped = [Net() for _ in range(3)], Net(copies=3)
+    assert count_params(grouped) == 3 * 7830
+    with torch.no_grad():  # copy k's slice of every grouped weight is network k's weight
+        for name, p in grouped.named_parameters():
+            p.copy_(torch.cat([dict(n.named_parameters())[name] for n in nets]))
+    x, y = torch.randn(3, 8, 1, 28, 28), torch.randint(0, 10, (3, 8))
+    out = grouped(x.squeeze(2).transpose(0, 1))  # (8, 3, 28, 28): copy k's images in channel k
+    assert out.shape == (8, 3, 10)
+    F.nll_loss(out.transpose(1, 2), y.T, reduction="sum").backward()
+    for k, net in enumerate(nets):
+        own = net(x[k])
+        F.nll_loss(own, y[k], reduction="sum").backward()
+        assert torch.allclose(out[:, k], own, atol=1e-5)
+        for name, p in net.named_parameters():
+            g = dict(grouped.named_parameters())[name].grad
+            assert torch.allclose(g.unflatten(0, (3, -1))[k], p.grad, atol=1e-4), name

@@ -49,14 +49,13 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(data, tmp_path_factory):
-    """Two commands started at once on a new SQLite study in one out-dir, as on one machine: one with two workers
-    and 2 trials, one with 1 trial. Made once; tests look at it or work on copies (see `study`)."""
+    """A command with two (spawned) workers and 3 trials on a new SQLite study. Made once; tests look at it or
+    work on copies (see `study`). Two commands at once on one study: the PostgreSQL test below, and the
+    database races (threads) for SQLite."""
     out = tmp_path_factory.mktemp("finished") / "sweep"
-    commands = [sweep_command(data, out, "--trials", "2", "--jobs", "2"), sweep_command(data, out, "--trials", "1")]
-    procs = [subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for cmd in commands]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    return out, [p.returncode for p in procs], outputs
+    proc = subprocess.run(sweep_command(data, out, "--trials", "3", "--jobs", "2"), cwd=HERE, capture_output=True,
+                          text=True, timeout=120)
+    return out, proc.returncode, proc.stdout, proc.stderr
 
 
 @pytest.fixture
@@ -94,16 +93,16 @@ def sweep_command(data, out, *extra):
 # ---------------------------------------------------------------------------------------------
 # studies
 
-def test_two_commands_started_at_once_on_one_study_add_up(finished):
-    """Both create the new database's tables, one creates the study and queues its first recipes, once; each
-    counts its own trials; the one with --jobs 2 runs its trials in two worker processes."""
-    out, codes, ((out_a, err_a), (out_b, err_b)) = finished
-    assert codes == [0, 0] and err_a + err_b == "", err_a + err_b
-    assert "(1 of 2 here)" in out_a and "(2 of 2 here)" in out_a and "(1 of 1 here)" in out_b
+def test_a_command_with_two_workers_runs_its_trials_in_both(finished):
+    """The study is created and its first recipes queued once, before the workers start; the workers share the
+    command's trials and its count."""
+    out, code, stdout, stderr = finished
+    assert code == 0 and stderr == "", stderr
+    assert "(1 of 3 here)" in stdout and "(3 of 3 here)" in stdout and "2 worker(s) x 1 thread(s)" in stdout
     done = trials(out, waiting=True)
     assert [t.state for t in done] == [TrialState.COMPLETE] * 3 + [TrialState.WAITING] * (len(sweep.FIRST) - 3)
-    assert len({t.user_attrs["worker"] for t in done[:3]}) == 3  # two workers of one command, one of the other
-    assert not list(out.rglob("*.tmp"))  # both wrote sweep.md and sweep.png into the same folder
+    assert len({t.user_attrs["worker"] for t in done[:3]}) == 2  # both workers took trials
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_trials_keep_per_seed_results_scored_on_held_out_images_and_a_report(finished):
@@ -133,7 +132,7 @@ def test_the_same_command_again_continues_the_study(study, data, capsys):
     assert after[3].params == recipe(**sweep.FIRST[3])  # the queue goes on where it was
 
 
-def test_report_lists_every_trial_and_trains_nothing(study, capsys):
+def test_report_lists_every_finished_trial_counts_the_failed_and_trains_nothing(study, capsys):
     extra = optuna.load_study(study_name=NAME, storage=f"sqlite:///{study / 'sweep.db'}")
     for state in (TrialState.FAIL, TrialState.PRUNED):
         extra.tell(extra.ask(), state=state)
@@ -143,8 +142,10 @@ def test_report_lists_every_trial_and_trains_nothing(study, capsys):
     md = (study / "sweep.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and line[2].isdigit()]
     listed = sorted((int(row.split(" | ")[0][2:]), row.split(" | ")[1]) for row in rows)
-    assert listed == [(t.number, t.state.name.lower()) for t in trials(study)]
-    assert [state for _, state in listed].count("complete") == 3 and {"fail", "pruned"} <= {s for _, s in listed}
+    assert listed == [(t.number, t.state.name.lower()) for t in trials(study) if t.state != TrialState.FAIL]
+    assert [state for _, state in listed].count("complete") == 3 and "pruned" in {s for _, s in listed}
+    failed = [t.number for t in trials(study) if t.state == TrialState.FAIL]
+    assert f"{len(failed)} failed trial(s) not listed; the first: trial {failed[0]}, interrupted" in md
     best = max((t for t in trials(study) if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert rows[0].startswith(f"| {best.number} | complete | {best.value:.3f} |")
     assert "python train.py " + " ".join(sweep.recipe_flags(best.params)) in md
@@ -267,6 +268,19 @@ def closed_port():
         return s.getsockname()[1]
 
 
+def test_copies_score_every_network_of_every_seed_and_stay_the_study_setting(data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code, stdout, _ = run_sweep(capsys, "--data-dir", data, "--out-dir", out, "--trials", 1, *FAST, "--copies", 2)
+    assert code == 0 and "2 copies of the network per seed" in stdout
+    [t] = trials(out)
+    assert list(t.user_attrs["finals"]) == ["1.0", "1.1", "2.0", "2.1"]
+    assert t.value == pytest.approx(sweep.score(list(t.user_attrs["finals"].values())))
+    metrics = json.loads((out / "trials" / "0000" / "seed_2" / "metrics.json").read_text())
+    assert [r["final_test_acc"] for r in metrics["copy_runs"]] == [t.user_attrs["finals"][k] for k in ("2.0", "2.1")]
+    code, _, err = run_sweep(capsys, "--data-dir", data, "--out-dir", out, "--trials", 1, *FAST)
+    assert_one_line_error(code, err, "--copies 2, not 1")
+
+
 def have_psycopg():
     return importlib.util.find_spec("psycopg") is not None
 
@@ -321,7 +335,7 @@ def test_a_trial_that_fails_is_reported_and_the_study_goes_on(study, data, capsy
     assert code == 0 and err == ""
     assert "trial 3 (1 of 1 here): fail (loss became nan at epoch 0, step 1: lower --lr)" in out
     assert [t.state for t in trials(study)] == [TrialState.COMPLETE] * 3 + [TrialState.FAIL]
-    assert "| 3 | fail |" in (study / "sweep.md").read_text()
+    assert "1 failed trial(s) not listed; the first: trial 3, loss became nan at epoch 0" in (study / "sweep.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------

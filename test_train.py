@@ -190,6 +190,7 @@ def test_data_dir_or_out_dir_that_is_a_file(mnist, tmp_path, capsys):
     ("--rotation", "inf"), ("--shift", "inf"), ("--lr", "inf"), ("--weight-decay", "inf"),  # inf passes >= 0
     ("--seed", 2**64), ("--seed", -2**63 - 1), ("--seeds", f"1,{10**23}"),  # beyond torch.manual_seed
     ("--batch-size", 2**63), ("--epochs", 10**23),  # torch overflows on sizes beyond 64 bits
+    ("--copies", 0), ("--bn-images", 0),
 ])
 def test_out_of_range_flags_are_one_clear_line(tmp_path, capsys, flag, value):
     code, _, err = run_main(capsys, "--out-dir", tmp_path / "out", flag, value)
@@ -295,25 +296,29 @@ def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterru
     assert comparable(resumed) == comparable(whole)
 
 
-@pytest.mark.parametrize("stop, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_real_stop_signal_keeps_the_last_checkpoint_and_prints_the_resume_command(
-        mnist, tmp_path, capsys, stop, code):
-    out = tmp_path / "out"
-    cmd = [sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out), *FAST, "--epochs", "10000"]
-    proc = subprocess.Popen(cmd, cwd=Path(__file__).parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not (out / "metrics.json").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    second, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--overwrite")
-    assert_one_line_error(second, err, f"--out-dir {out} is in use by another train.py run")  # never interleaved
-    proc.send_signal(stop)
-    err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == code, err
-    assert "Traceback" not in err and "resume with: python train.py" in err
-    saved_epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]  # loads: not half-written
-    logged = len(json.loads((out / "metrics.json").read_text())["epochs"])
-    assert logged - 1 <= saved_epoch <= logged  # the checkpoint is written just before metrics.json
-    assert not list(out.glob("*.tmp"))
+def test_real_stop_signals_keep_the_last_checkpoint_and_print_the_resume_command(mnist, tmp_path, capsys):
+    """Ctrl-C (exit 130) and SIGTERM (docker stop; exit 143) to real train.py processes, both running at once."""
+    stops = {"ctrl-c": (signal.SIGINT, 130), "sigterm": (signal.SIGTERM, 143)}
+    outs = {name: tmp_path / name for name in stops}
+    procs = {name: subprocess.Popen([sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out),
+                                     *FAST, "--epochs", "10000"], cwd=Path(__file__).parent,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for name, out in outs.items()}
+    for name, (stop, code) in stops.items():
+        out, proc = outs[name], procs[name]
+        deadline = time.time() + 60
+        while not (out / "metrics.json").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        second, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--overwrite")
+        assert_one_line_error(second, err, f"--out-dir {out} is in use by another train.py run")  # never interleaved
+        proc.send_signal(stop)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == code, err
+        assert "Traceback" not in err and "resume with: python train.py" in err
+        saved_epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]  # loads: not half-written
+        logged = len(json.loads((out / "metrics.json").read_text())["epochs"])
+        assert logged - 1 <= saved_epoch <= logged  # the checkpoint is written just before metrics.json
+        assert not list(out.glob("*.tmp"))
 
 
 def test_resume_from_a_bad_checkpoint_is_one_clear_line(mnist, tmp_path, capsys):
@@ -626,3 +631,19 @@ def test_snapshots_per_epoch_enter_the_average_and_bn_decay_can_spare_batchnorm(
         with contextlib.redirect_stdout(io.StringIO()):
             train.train_and_test(epoch, model, optimizer, averaged, data, args, device)
     assert averaged.n_averaged.item() == 6  # 3 snapshots in each of the 2 averaged epochs
+
+
+def test_copies_train_independent_networks_and_report_each(mnist, tmp_path, capsys):
+    code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", *FAST, "--copies", "3",
+                               "--epochs", "2")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert code == 0 and metrics["params"] == 7830 and metrics["copies"] == 3
+    runs = metrics["copy_runs"]
+    assert [r["copy"] for r in runs] == [0, 1, 2]
+    for e in metrics["epochs"]:  # the printed and recorded accuracy is the copies' mean
+        assert e["test_acc"] == pytest.approx(sum(e["copy_test_accs"]) / 3)
+    assert [r["test_accs"] for r in runs] == [list(a) for a in zip(*(e["copy_test_accs"] for e in metrics["epochs"]))]
+    assert len({tuple(r["test_accs"]) for r in runs}) > 1  # own initialisation and batches: they differ
+    assert "Test accuracy of each copy: " in stdout and "3 copies: final mean" in stdout
+    assert "Total params: 7,830" in stdout  # the table shows the one network
+
