@@ -244,7 +244,7 @@ def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    snapshot_after = {round(len(batches) * (k + 1) / args.snapshots) for k in range(args.snapshots)}
+    snapshot_after = {round(len(batches) * (s + 1) / args.snapshots) for s in range(args.snapshots)}
     bar = tqdm(batches, file=sys.stdout)
     for batch_id, idx in enumerate(bar):
         x, y = side_by_side(augment(train_x[idx.flatten()], args.rotation, args.shift, args.scale), k), train_y[idx.T]
