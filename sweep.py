@@ -287,12 +287,12 @@ def objective(trial, args, device, data):
     import optuna
 
     trial.set_user_attr("worker", worker_name(os.getpid()))  # whose trial: see fail_left_running
+    flags = recipe_flags(suggest(trial)) + ["--validation", str(args.validation), "--copies", str(args.copies)]
     try:
-        run_args = train_args(recipe_flags(suggest(trial)) + ["--validation", str(args.validation)], args, device)
+        run_args = train_args(flags, args, device)
     except train.Fail as e:  # a space train.py refuses: says why in the report
         trial.set_user_attr("error", str(e))
         raise
-    run_args.copies = args.copies
     finals, at_target = {}, {}
     for i, seed in enumerate(args.seeds):
         def report(record, step0=i * args.epochs):
@@ -506,9 +506,8 @@ def write_report(study, args):
                      + " | ".join(param(r["params"].get(n, "")) for n in changed) + " |")
     if failed:
         first = min(r["number"] for r in failed)
-        errors = {t.number: t.user_attrs.get("error", "interrupted") for t in study.get_trials(deepcopy=False)}
-        lines += ["", f"{len(failed)} failed trial(s) not listed; the first: trial {first}, "
-                      f"{errors[first]}"]
+        error = study.get_trials(deepcopy=False)[first].user_attrs.get("error", "interrupted")  # trials by number
+        lines += ["", f"{len(failed)} failed trial(s) not listed; the first: trial {first}, {error}"]
     md = args.out_dir / "sweep.md"
     train.write_atomic(md, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     if complete:

@@ -379,15 +379,15 @@ def train_and_test(epoch, model, optimizer, averaged, data, args, device):
     test_losses, test_correct = evaluate(tested, test_x, test_y, args, device)
     tested_on = "Validation" if args.validation else "Test"
     # with --copies: the copies' mean (its loss, its correct count rounded), then each copy's accuracy
-    test_loss, correct = statistics.mean(test_losses), round(statistics.mean(test_correct))
-    print(f"\n{tested_on} set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{len(test_x)} "
-          f"({100 * statistics.mean(test_correct) / len(test_x):.2f}%)\n")
     copy_accs = [100 * c / len(test_x) for c in test_correct]
+    test_loss, test_acc = statistics.mean(test_losses), statistics.mean(copy_accs)
+    print(f"\n{tested_on} set: Average loss: {test_loss:.4f}, Accuracy: {round(statistics.mean(test_correct))}/"
+          f"{len(test_x)} ({test_acc:.2f}%)\n")
     if args.copies > 1:
         print(f"{tested_on} accuracy of each copy: {' '.join(f'{a:.2f}' for a in copy_accs)}\n")
     print("--------------------------------------------")
     return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": 100 * train_correct / n_train,
-            "test_loss": test_loss, "test_acc": statistics.mean(copy_accs), "copy_test_accs": copy_accs,
+            "test_loss": test_loss, "test_acc": test_acc, "copy_test_accs": copy_accs,
             "seconds": time.perf_counter() - t0}
 
 
