@@ -1,6 +1,8 @@
 """sweep.py on a tiny synthetic MNIST: studies in SQLite and PostgreSQL, several processes, pruning, bad input."""
+import contextlib
 import importlib.util
 import json
+import multiprocessing
 import os
 import pwd
 import shutil
@@ -14,29 +16,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 import sweep
 import train
 from test_train import assert_one_line_error, no_download, write_mnist  # noqa: F401 (no_download: autouse)
 
-HERE = Path(__file__).resolve().parent
 FAST = ["--seeds", "1,2", "--epochs", "1", "--validation", "50", "--device", "cpu"]
 NAME = "mnist-recipe"  # sweep.py's default --study-name
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # as sweep.py does
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here and in the processes the tests start: on 2 cores busy with other work, a process's
-    two threads wait on each other and a tiny run takes 8 times longer (0.65 s against 5.2 s, measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +35,25 @@ def data(tmp_path_factory):
     return root
 
 
+def sweep_to_files(argv, folder):
+    """sweep.main here, its workers forked (spawned ones would import torch again: 4 s each), all of them
+    printing to folder/stdout.txt and folder/stderr.txt as a shell's redirect would; (exit code, stdout, stderr)."""
+    logs = [folder / "stdout.txt", folder / "stderr.txt"]
+    with pytest.MonkeyPatch.context() as mp, open(logs[0], "a", buffering=1) as stdout, \
+            open(logs[1], "a", buffering=1) as stderr, \
+            contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        mp.setattr(sweep, "START_METHOD", "fork")
+        code = sweep.main([str(a) for a in argv])
+    return code, logs[0].read_text(), logs[1].read_text()
+
+
 @pytest.fixture(scope="module")
 def finished(data, tmp_path_factory):
-    """A command with two (spawned) workers and 3 trials on a new SQLite study. Made once; tests look at it or
-    work on copies (see `study`). Two commands at once on one study: the PostgreSQL test below, and the
-    database races (threads) for SQLite."""
+    """A command with two workers and 3 trials on a new SQLite study, made once; tests look at it or work on
+    copies (see `study`). Two commands at once on one study: the PostgreSQL test below, and the database races
+    (threads) for SQLite."""
     out = tmp_path_factory.mktemp("finished") / "sweep"
-    proc = subprocess.run(sweep_command(data, out, "--trials", "3", "--jobs", "2"), cwd=HERE, capture_output=True,
-                          text=True, timeout=120)
-    return out, proc.returncode, proc.stdout, proc.stderr
+    return out, *sweep_to_files(sweep_args(data, out, "--trials", "3", "--jobs", "2"), out.parent)
 
 
 @pytest.fixture
@@ -86,8 +84,8 @@ def recipe(**changes):
     return {name: changes.get(name, getattr(defaults, name)) for name in sweep.SPACE}
 
 
-def sweep_command(data, out, *extra):
-    return [sys.executable, "sweep.py", "--data-dir", str(data), "--out-dir", str(out), *FAST, *extra]
+def sweep_args(data, out, *extra):
+    return ["--data-dir", data, "--out-dir", out, *FAST, *extra]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +293,7 @@ BAD = {
                                ["needs a database driver", "pg8000", 'pip install "psycopg[binary]"']),
     "empty seed list": (["--seeds", ""], ["--seeds", "distinct seeds", "see python sweep.py --help"]),
     "other seeds than the study's": (["--seeds", "3,4"], ["--seeds 1,2, not 3,4", "--study-name"]),
+    "another precision than the study's": (["--precision", "fp32"], ["--precision auto, not fp32", "--study-name"]),
     "--jobs 0": (["--jobs", "0"], ["--jobs must be >= 1 (got 0)"]),
     "--validation too large, met by two workers": (["--study-name", "new", "--validation", "1000", "--jobs", "2"],
                                                    ["--validation 1000 must leave training images"]),
@@ -401,14 +400,19 @@ def postgres_url(postgres_cluster, request):
 def test_a_study_on_a_postgresql_server_is_joined_by_two_processes(postgres_url, data, tmp_path, capsys):
     """The several-machines path against a real server: a `python sweep.py` and this process join one study,
     each with its own out-dir, as on two machines."""
-    other = subprocess.Popen(sweep_command(data, tmp_path / "b", "--trials", "1", "--storage", postgres_url), cwd=HERE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def other_machine():  # another process, printing to its own files
+        (tmp_path / "b").mkdir()
+        sys.exit(sweep_to_files(sweep_args(data, tmp_path / "b", "--trials", 1, "--storage", postgres_url),
+                                tmp_path / "b")[0])
+
+    other = multiprocessing.get_context("fork").Process(target=other_machine)  # fork: no second torch import
+    other.start()
     try:
-        code, out, _ = run_sweep(capsys, "--data-dir", data, "--out-dir", tmp_path / "a", "--trials", 1, *FAST,
-                                 "--storage", postgres_url)
+        code, out, _ = run_sweep(capsys, *sweep_args(data, tmp_path / "a", "--trials", 1, "--storage", postgres_url))
     finally:
-        out_b, err_b = other.communicate(timeout=120)
-    assert code == 0 and other.returncode == 0 and err_b == "", err_b
+        other.join(timeout=120)
+    out_b, err_b = ((tmp_path / "b" / name).read_text() for name in ("stdout.txt", "stderr.txt"))
+    assert code == 0 and other.exitcode == 0 and err_b == "", err_b
     assert "(1 of 1 here)" in out and "(1 of 1 here)" in out_b
     done = trials(postgres_url)
     assert [t.state for t in done] == [TrialState.COMPLETE] * 2

@@ -568,8 +568,17 @@ def test_auto_precision_on_gpus(monkeypatch, capability, expected):
     """Ampere and later compute bf16; a T4 (7.5) or V100 (7.0) only emulates it."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
-    precision, why = train.pick_precision("auto", torch.device("cuda"))
-    assert precision == expected and f"{capability[0]}.{capability[1]}" in why
+    tf32 = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    saved = tf32()  # pick_precision sets these globals: restored below
+    try:
+        precision, why = train.pick_precision("auto", torch.device("cuda"))
+        assert precision == expected and f"{capability[0]}.{capability[1]}" in why
+        # fp32 on a GPU is IEEE fp32, as on a CPU: cuDNN's default TF32 convolutions round almost like bf16
+        assert tf32() == (expected == "bf16",) * 2
+        train.pick_precision("fp32", torch.device("cuda"))
+        assert tf32() == (False, False)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert train.pick_precision("auto", torch.device("mps"))[0] == "fp32"
 
 

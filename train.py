@@ -110,7 +110,7 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="bf16 autocast or plain fp32; auto: bf16 where the device computes it natively "
                         "(CUDA compute capability >= 8.0, CPUs with AMX or AVX512-BF16), else fp32 "
-                        "(default: %(default)s)")
+                        "(IEEE: on a GPU, TF32 off) (default: %(default)s)")
     p.add_argument("--copies", type=int, default=1, metavar="K",
                    help="train K independent copies of the network at once, side by side (grouped convolutions), "
                         "each with its own initialisation, batch order and augmentation, and report each: on a GPU "
@@ -199,10 +199,17 @@ def pick_device(name):
 
 
 def pick_precision(requested, device):
-    """(precision, why). auto: bf16 autocast only where the hardware computes bf16 natively; elsewhere it is
-    emulated and slower than fp32 (3.5x a step on an AVX2-only CPU, and on GPUs before compute capability 8.0)."""
-    if requested != "auto":
-        return requested, "--precision " + requested
+    """(precision, why); auto: see native_precision. On CUDA, fp32 means IEEE fp32 as on a CPU, not TF32
+    (cuDNN's default for fp32 convolutions), so GPU and CPU fp32 runs train alike."""
+    precision, why = native_precision(device) if requested == "auto" else (requested, "--precision " + requested)
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+    return precision, why
+
+
+def native_precision(device):
+    """bf16 autocast only where the hardware computes bf16 natively; elsewhere it is emulated and slower
+    than fp32 (3.5x a step on an AVX2-only CPU, and on GPUs before compute capability 8.0)."""
     if device.type == "cuda":
         cc = torch.cuda.get_device_capability(device)
         native = cc >= (8, 0)
