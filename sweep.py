@@ -226,13 +226,14 @@ def first_line(e):
 
 
 def check_settings(study, args):
-    """Scores compare only trials trained alike: the study keeps the search space, seeds, epochs and held-out
-    images its trials train with, and once one has finished, a run that would train otherwise is refused."""
+    """Scores compare only trials trained alike: the study keeps the search space and the settings (seeds,
+    copies, epochs, held-out images, precision) its trials train with, and once one has finished, a run that
+    would train otherwise is refused."""
     from optuna.trial import TrialState
 
+    settings = ("seeds", "copies", "epochs", "validation", "precision")  # sweep.py flags of the same names
     wanted = {"space": json.loads(json.dumps(SPACE)),  # as stored: tuples become lists
-              "seeds": args.seeds, "copies": args.copies, "epochs": args.epochs, "validation": args.validation,
-              "precision": args.precision}
+              **{name: getattr(args, name) for name in settings}}
     stored = study.user_attrs
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):  # none to compare
         for name, value in wanted.items():
@@ -242,7 +243,7 @@ def check_settings(study, args):
         raise train.Fail(f"study '{args.study_name}' in {shown(args.storage)} was made with another search space: "
                          "pass a new --study-name (or another --storage) for this one")
     flag = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
-    for name in ("seeds", "copies", "epochs", "validation", "precision"):
+    for name in settings:
         if stored.get(name, wanted[name]) != wanted[name]:
             raise train.Fail(f"study '{args.study_name}' trains its trials with --{name} {flag(stored[name])}, not "
                              f"{flag(wanted[name])}: pass --{name} {flag(stored[name])} to continue it, or a new "
