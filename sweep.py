@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import mnist
+import rundir
 import train
 
 warnings.filterwarnings("ignore", message=".*experimental feature.*")  # Optuna's heartbeat: stable in use
@@ -307,7 +308,7 @@ def objective(trial, args, device, data):
         def report(record, step0=i * args.epochs):
             trial.report(record["test_acc"], step0 + record["epoch"])
 
-        out_dir = train.prepare_out_dir(args.out_dir / "trials" / f"{trial.number:04d}" / f"seed_{seed}")
+        out_dir = rundir.prepare_out_dir(args.out_dir / "trials" / f"{trial.number:04d}" / f"seed_{seed}")
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the per-run log: trial lines are the progress
                 # no curves.png: a study's runs are many, and sweep.png shows them together
@@ -519,7 +520,7 @@ def write_report(study, args):
         error = study.get_trials(deepcopy=False)[first].user_attrs.get("error", "interrupted")  # trials by number
         lines += ["", f"{len(failed)} failed trial(s) not listed; the first: trial {first}, {error}"]
     md = args.out_dir / "sweep.md"
-    train.write_atomic(md, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    rundir.write_atomic(md, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     if complete:
         plot_study(rows, args.out_dir / "sweep.png")
     return md
@@ -569,7 +570,7 @@ def confirm(study, args):
 def main(argv=None):
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        train.prepare_out_dir(args.out_dir)
+        rundir.prepare_out_dir(args.out_dir)
         if args.report or args.confirm:
             study = open_study(args, create=False)
         else:

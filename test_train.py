@@ -1,4 +1,5 @@
 """train.py's pieces and whole runs, on a tiny synthetic MNIST written in torchvision's layout."""
+import ast
 import contextlib
 import errno
 import io
@@ -18,9 +19,11 @@ import torch
 import torchvision
 
 from mnist import MNIST_MEAN, MNIST_STD, augment, hold_out, load_mnist, warp
+import rundir
 import train
 
-SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parent  # the project
+SHARED_DATA = ROOT.parent / "shared" / "data"
 FAST = ["--epochs", "2", "--batch-size", "32", "--test-batch-size", "50", "--device", "cpu"]
 
 
@@ -301,7 +304,7 @@ def test_real_stop_signals_keep_the_last_checkpoint_and_print_the_resume_command
     stops = {"ctrl-c": (signal.SIGINT, 130), "sigterm": (signal.SIGTERM, 143)}
     outs = {name: tmp_path / name for name in stops}
     procs = {name: subprocess.Popen([sys.executable, "train.py", "--data-dir", str(mnist), "--out-dir", str(out),
-                                     *FAST, "--epochs", "10000"], cwd=Path(__file__).parent,
+                                     *FAST, "--epochs", "10000"], cwd=ROOT,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for name, out in outs.items()}
     for name, (stop, code) in stops.items():
@@ -403,13 +406,13 @@ def test_a_new_run_never_replaces_an_earlier_one_unless_told_to(mnist, tmp_path,
     out.mkdir()  # an empty existing folder is fine
     one_epoch = ["--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1"]
     assert run_main(capsys, *one_epoch)[0] == 0
-    earlier = {name: (out / name).read_bytes() for name in train.RUN_FILES}
+    earlier = {name: (out / name).read_bytes() for name in rundir.RUN_FILES}
     final = json.loads(earlier["metrics.json"])["final_test_acc"]
     code, _, err = run_main(capsys, *one_epoch, "--dry-run")
     assert_one_line_error(code, err, f"{out} already holds a run (seed 1, 1 epoch done, "
                           f"final test accuracy {final:.2f} %)", f"--resume {out / 'checkpoint.pt'}",
                           "another --out-dir", "--overwrite")
-    assert {name: (out / name).read_bytes() for name in train.RUN_FILES} == earlier
+    assert {name: (out / name).read_bytes() for name in rundir.RUN_FILES} == earlier
     assert run_main(capsys, *one_epoch, "--seed", "2", "--overwrite")[0] == 0
     assert json.loads((out / "metrics.json").read_text())["seed"] == 2
 
@@ -426,7 +429,7 @@ def test_a_run_into_a_locked_out_dir_is_refused_and_a_crashed_holder_blocks_noth
     out = tmp_path / "out"
     out.mkdir()
     hold = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); input()"
-    holder = subprocess.Popen([sys.executable, "-c", hold, out / train.LOCK_FILE],
+    holder = subprocess.Popen([sys.executable, "-c", hold, out / rundir.LOCK_FILE],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "1\n"  # another run holds the lock
     code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")
@@ -501,6 +504,22 @@ def test_summary_statistics():
     s = train.summarize_seeds(runs, [1, 2, 3, 4], "cpu")
     assert math.isclose(s["final_mean"], 99.40) and math.isclose(s["final_std"], 0.1)
     assert s["final_min"] == 99.30 and s["seeds_at_target"] == 2 and s["not_finished"] == [4]
+
+
+
+def test_the_docker_image_copies_every_module_train_py_imports():
+    """The image runs train.py on its own: a module of ours it leaves out would break only the image."""
+    copied = next(line.split()[1:-1] for line in (ROOT / "Dockerfile").read_text().splitlines()
+                  if line.startswith("COPY") and "train.py" in line)
+    needed, todo = set(), ["train.py"]
+    while todo:  # train.py's imports of our own modules, and theirs
+        needed.add(name := todo.pop())
+        for node in ast.walk(ast.parse((ROOT / name).read_text())):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [node.module] if isinstance(node, ast.ImportFrom) else [])
+            todo += [f"{m}.py" for m in modules if (ROOT / f"{m}.py").is_file() and f"{m}.py" not in needed]
+    assert {"model.py", "mnist.py", "rundir.py"} < needed  # the walk finds what it should
+    assert needed <= set(copied), f"Dockerfile's COPY leaves out {sorted(needed - set(copied))}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ MNIST lives on the training device as two tensors; each epoch draws batches from
 index permutation and augments the whole batch with a few tensor ops (random rotation and shift).
 """
 import argparse
-import contextlib
 import io
 import json
 import math
@@ -29,11 +28,7 @@ from tqdm import tqdm
 
 from mnist import Fail, augment, hold_out, load_mnist
 from model import Net, count_params
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks, so runs into one --out-dir are not guarded against each other
-    fcntl = None
+from rundir import RUN_FILES, locked, prepare_out_dir, refuse_to_overwrite, write_atomic
 
 # defaults: the recipe chosen by sweep.py on held-out training images (README, "How the default recipe was chosen")
 EPOCHS = 15
@@ -57,8 +52,6 @@ LOG_INTERVAL = 20     # steps between progress-bar refreshes (each one syncs wit
 TARGET = 99.40
 INT64_MAX = 2**63 - 1  # torch takes sizes and counts as 64-bit integers
 MAX_SEEDS = 1000      # in one --seeds run (each seed is a full run: minutes each)
-RUN_FILES = ("metrics.json", "checkpoint.pt", "curves.png")  # what one run writes to its folder
-LOCK_FILE = ".train.lock"
 
 
 class Interrupted(KeyboardInterrupt):
@@ -428,22 +421,9 @@ def finish_metrics(metrics):
                                 for k, a in enumerate(per_copy)]
 
 
+
 # ---------------------------------------------------------------------------------------------
-# files: every one is written to a temporary name and renamed, so none is ever half-written
-
-def write_atomic(path, write):
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # its own: two processes may write one file
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:  # on the disk before the rename: a crash cannot leave an empty file either
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk, a lost mount...: the earlier file stays as it was
-        raise Fail(f"could not write {path} ({e.strerror or e}): free some space or fix the folder, "
-                   "or pass another --out-dir") from None
-    finally:  # also on Ctrl-C: no half-written file is left behind
-        tmp.unlink(missing_ok=True)
-
+# checkpoints and plots
 
 def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, metrics):
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -535,70 +515,6 @@ def save_figure(fig, title, path):
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     pyplot().close(fig)
-
-
-def prepare_out_dir(out_dir):
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise Fail(f"--out-dir {out_dir} is a file: pass a folder (it is created if needed)")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise Fail(f"--out-dir {out_dir} cannot be created ({e.strerror}): pass a folder you can write to")
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise Fail(f"--out-dir {out_dir} is not writable: pass a folder you can write to")
-    return out_dir
-
-
-@contextlib.contextmanager
-def locked(out_dir):
-    """Hold an advisory lock on out_dir for the whole run: a second run into it is refused, never interleaved.
-    The OS releases the lock when the process ends, however it ends, so a lock file left by a crash blocks nothing."""
-    with open(out_dir / LOCK_FILE, "a") as f:
-        try:
-            if fcntl:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Fail(f"--out-dir {out_dir} is in use by another train.py run: wait for it to end, "
-                       "or pass another --out-dir") from None
-        yield
-
-
-def refuse_to_overwrite(args, out_dir):
-    """A new run never replaces an earlier one: refused, unless it resumes the run there or --overwrite clears it."""
-    if args.resume and Path(args.resume).resolve().parent == out_dir.resolve():
-        return  # continuing the run that is there
-    folders = [out_dir / f"seed_{s}" for s in args.seeds] if args.seeds else [out_dir]
-    earlier = [f / name for f in folders for name in RUN_FILES] + ([out_dir / "seeds.json"] if args.seeds else [])
-    earlier = [path for path in earlier if path.exists()]
-    if earlier and not args.overwrite:
-        raise Fail(already_there(earlier[0], args, out_dir))
-    for path in earlier:  # --overwrite: no file of the earlier run is left to be taken for one of this run's
-        try:
-            path.unlink()
-        except OSError as e:
-            raise Fail(f"--overwrite could not remove {path} ({e.strerror}): remove it yourself") from None
-
-
-def already_there(found, args, out_dir):
-    """The refusal: what the earlier run is, and the ways on."""
-    folder = found.parent
-    what = "seeds.json of an earlier --seeds run" if found.name == "seeds.json" else describe_run(folder)
-    resume = f"continue it with --resume {folder / 'checkpoint.pt'}"
-    if args.seeds:  # --resume continues one run: a seed's folder on its own
-        seed_dir = out_dir / "seed_N"
-        resume = f"continue a seed on its own with --resume {seed_dir}/checkpoint.pt --out-dir {seed_dir} --seed N"
-    return f"{folder} already holds a run ({what}): {resume}, pass another --out-dir, or add --overwrite to replace it"
-
-
-def describe_run(folder):
-    """'seed 1, 15 epochs done, final test accuracy 99.52 %' from the metrics.json in `folder`, else its files."""
-    try:
-        m = json.loads((folder / "metrics.json").read_text())
-        n = len(m["epochs"])
-        return f"seed {m['seed']}, {n} epoch{'s' * (n != 1)} done, final test accuracy {m['final_test_acc']:.2f} %"
-    except (OSError, ValueError, KeyError, TypeError):  # no metrics.json, or a damaged one
-        return ", ".join(name for name in RUN_FILES if (folder / name).exists())
 
 
 # ---------------------------------------------------------------------------------------------
