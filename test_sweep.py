@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -233,12 +234,15 @@ def test_interrupting_the_parent_of_two_workers_leaves_no_trial_running(data, tm
     spawned ones without importing torch again (the fixture `finished` runs spawned ones)."""
     monkeypatch.setattr(sweep, "START_METHOD", "fork")
     started, stop = threading.Event(), threading.Event()
+    both_train = lambda: len(list(tmp_path.glob("trials/*/seed_1/metrics.json"))) >= 2  # an epoch ended in each
 
     def interrupt_once_both_train():
-        while len(list(tmp_path.glob("trials/*/seed_1/metrics.json"))) < 2 and not stop.wait(0.1):
-            pass  # an epoch ended in each worker's trial
+        deadline = time.monotonic() + 120  # if they never do, the test fails then instead of training 1000 epochs
+        while not both_train() and time.monotonic() < deadline and not stop.wait(0.1):
+            pass
         if not stop.is_set():
-            started.set()
+            if both_train():
+                started.set()
             os.kill(os.getpid(), signal.SIGINT)  # this process: here, sweep.main is the parent
 
     watcher = threading.Thread(target=interrupt_once_both_train, daemon=True)
