@@ -506,6 +506,8 @@ def test_summary_statistics():
     assert s["final_min"] == 99.30 and s["seeds_at_target"] == 2 and s["not_finished"] == [4]
 
 
+# ---------------------------------------------------------------------------------------------
+# the Docker image
 
 def test_the_docker_image_copies_every_module_train_py_imports():
     """The image runs train.py on its own: a module of ours it leaves out would break only the image."""

@@ -421,7 +421,6 @@ def finish_metrics(metrics):
                                 for k, a in enumerate(per_copy)]
 
 
-
 # ---------------------------------------------------------------------------------------------
 # checkpoints and plots
 
