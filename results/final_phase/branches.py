@@ -1,0 +1,75 @@
+"""Final-phase study by branching (issue 10): train a trunk to the start of StepLR's last phase (epoch 12 of
+15, lr 0.002), then finish it several ways from the very same weights, optimizer and schedule state, each
+branch drawing the same random stream. Only the last phase differs, so the branches' differences are paired.
+Scored on the 10,000 held-out training images (train.py --validation 10000), never on the test set.
+
+    python results/final_phase/branches.py SEED,SEED,... OUT.json --branches default,no_aug --data-dir ../shared/data
+"""
+import argparse
+import contextlib
+import copy
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import train  # noqa: E402
+from mnist import hold_out, load_mnist  # noqa: E402
+
+BRANCHES = {  # name: augmentation of the last phase (rotation degrees, shift pixels, scale)
+    "default": (7.0, 1.0, 0.1),
+    "no_aug": (0.0, 0.0, 0.0),
+    "half_aug": (3.5, 0.5, 0.05),
+    "strong_aug": (10.5, 1.5, 0.15),
+}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("seeds")
+    p.add_argument("out")
+    p.add_argument("--branches", default="default,no_aug,half_aug")
+    p.add_argument("--data-dir", default="../shared/data")
+    a = p.parse_args()
+    device = torch.device("cpu")
+    data = hold_out(load_mnist(a.data_dir, device), 10000)
+    results, quiet = [], io.StringIO()
+    for seed in map(int, a.seeds.split(",")):
+        args = train.parse_args(["--seed", str(seed), "--validation", "10000", "--precision", "fp32"])
+        model, opt, sched, averaged = train.build(args, seed, device)
+        trunk_end = args.epochs - args.average_epochs
+        t0 = time.time()
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            for epoch in range(trunk_end):
+                record = train.train_and_test(epoch, model, opt, averaged, data, args, device)
+                sched.step()
+        trunk = copy.deepcopy((model.state_dict(), opt.state_dict(), sched.state_dict()))
+        row = {"seed": seed, "trunk_val_acc": record["test_acc"], "branches": {}}
+        for name in a.branches.split(","):
+            rotation, shift, scale = BRANCHES[name]
+            model.load_state_dict(trunk[0]), opt.load_state_dict(trunk[1]), sched.load_state_dict(trunk[2])
+            averaged = AveragedModel(model)
+            b = copy.copy(args)
+            b.rotation, b.shift, b.scale = rotation, shift, scale
+            torch.manual_seed(seed * 1000 + 1)  # every branch the same stream: batch order, angles drawn alike
+            accs = []
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                for epoch in range(trunk_end, args.epochs):
+                    accs.append(train.train_and_test(epoch, model, opt, averaged, data, b, device)["test_acc"])
+                    sched.step()
+            row["branches"][name] = accs
+        row["seconds"] = time.time() - t0
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        Path(a.out + ".tmp").write_text(json.dumps(results, indent=1))
+        os.replace(a.out + ".tmp", a.out)
+
+
+if __name__ == "__main__":
+    main()
