@@ -10,7 +10,6 @@ import contextlib
 import copy
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,9 @@ from torch.optim.swa_utils import AveragedModel
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import train  # noqa: E402
 from mnist import hold_out, load_mnist  # noqa: E402
+from rundir import write_atomic  # noqa: E402
 
+VALIDATION = 10000  # held-out training images that score the branches
 BRANCHES = {  # name: augmentation of the last phase (rotation degrees, shift pixels, scale)
     "default": (7.0, 1.0, 0.1),
     "no_aug": (0.0, 0.0, 0.0),
@@ -38,10 +39,10 @@ def main():
     p.add_argument("--data-dir", default="../shared/data")
     a = p.parse_args()
     device = torch.device("cpu")
-    data = hold_out(load_mnist(a.data_dir, device), 10000)
+    data = hold_out(load_mnist(a.data_dir, device), VALIDATION)
     results, quiet = [], io.StringIO()
     for seed in map(int, a.seeds.split(",")):
-        args = train.parse_args(["--seed", str(seed), "--validation", "10000", "--precision", "fp32"])
+        args = train.parse_args(["--seed", str(seed), "--validation", str(VALIDATION), "--precision", "fp32"])
         model, opt, sched, averaged = train.build(args, seed, device)
         trunk_end = args.epochs - args.average_epochs
         t0 = time.time()
@@ -53,7 +54,8 @@ def main():
         row = {"seed": seed, "trunk_val_acc": record["test_acc"], "branches": {}}
         for name in a.branches.split(","):
             rotation, shift, scale = BRANCHES[name]
-            model.load_state_dict(trunk[0]), opt.load_state_dict(trunk[1]), sched.load_state_dict(trunk[2])
+            for part, state in zip((model, opt, sched), trunk):
+                part.load_state_dict(state)
             averaged = AveragedModel(model)
             b = copy.copy(args)
             b.rotation, b.shift, b.scale = rotation, shift, scale
@@ -67,8 +69,7 @@ def main():
         row["seconds"] = time.time() - t0
         results.append(row)
         print(json.dumps(row), flush=True)
-        Path(a.out + ".tmp").write_text(json.dumps(results, indent=1))
-        os.replace(a.out + ".tmp", a.out)
+        write_atomic(Path(a.out), lambda tmp: tmp.write_text(json.dumps(results, indent=1)))
 
 
 if __name__ == "__main__":
