@@ -5,11 +5,9 @@ Scored on the 10,000 held-out training images (train.py --validation 10000), nev
 
     python results/final_phase/branches.py SEED,SEED,... OUT.json --branches default,no_aug --data-dir ../shared/data
 """
-import argparse
 import contextlib
 import copy
 import io
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,10 +17,8 @@ from torch.optim.swa_utils import AveragedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import train  # noqa: E402
-from mnist import hold_out, load_mnist  # noqa: E402
-from rundir import write_atomic  # noqa: E402
+from results.study import DEVICE, default_run, finish_seed, study_args, validation_data  # noqa: E402
 
-VALIDATION = 10000  # held-out training images that score the branches
 BRANCHES = {  # name: augmentation of the last phase (rotation degrees, shift pixels, scale)
     "default": (7.0, 1.0, 0.1),
     "no_aug": (0.0, 0.0, 0.0),
@@ -32,18 +28,12 @@ BRANCHES = {  # name: augmentation of the last phase (rotation degrees, shift pi
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("seeds")
-    p.add_argument("out")
-    p.add_argument("--branches", default="default,no_aug,half_aug")
-    p.add_argument("--data-dir", default="../shared/data")
-    a = p.parse_args()
-    device = torch.device("cpu")
-    data = hold_out(load_mnist(a.data_dir, device), VALIDATION)
+    a = study_args(("--branches", "default,no_aug,half_aug"))
+    device = DEVICE
+    data = validation_data(a.data_dir)
     results, quiet = [], io.StringIO()
-    for seed in map(int, a.seeds.split(",")):
-        args = train.parse_args(["--seed", str(seed), "--validation", str(VALIDATION), "--precision", "fp32"])
-        model, opt, sched, averaged = train.build(args, seed, device)
+    for seed in a.seeds:
+        args, model, opt, sched, averaged = default_run(seed)
         trunk_end = args.epochs - args.average_epochs
         t0 = time.time()
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
@@ -66,10 +56,7 @@ def main():
                     accs.append(train.train_and_test(epoch, model, opt, averaged, data, b, device)["test_acc"])
                     sched.step()
             row["branches"][name] = accs
-        row["seconds"] = time.time() - t0
-        results.append(row)
-        print(json.dumps(row), flush=True)
-        write_atomic(Path(a.out), lambda tmp: tmp.write_text(json.dumps(results, indent=1)))
+        finish_seed(row, t0, results, a.out)
 
 
 if __name__ == "__main__":

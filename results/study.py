@@ -1,0 +1,44 @@
+"""What the study scripts under results/ share: their command line, the held-out images they score on, and the
+default recipe built for one seed exactly as train.py builds it (fp32, on the CPU)."""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import train
+from mnist import hold_out, load_mnist
+from rundir import write_atomic
+
+VALIDATION = 10000  # held-out training images that score a study (train.py --validation 10000), never the test set
+DEVICE = torch.device("cpu")
+
+
+def study_args(*extra):
+    """SEEDS (comma-separated) OUT.json [--data-dir DIR], plus any (flag, default) pairs in extra."""
+    p = argparse.ArgumentParser()
+    p.add_argument("seeds", type=lambda text: [int(s) for s in text.split(",")])
+    p.add_argument("out", type=Path)
+    p.add_argument("--data-dir", default="../shared/data")
+    for flag, default in extra:
+        p.add_argument(flag, default=default)
+    return p.parse_args()
+
+
+def validation_data(data_dir):
+    return hold_out(load_mnist(data_dir, DEVICE), VALIDATION)
+
+
+def default_run(seed):
+    """train.py's args for `seed`, and its seeded network, optimizer, schedule and weight average."""
+    args = train.parse_args(["--seed", str(seed), "--validation", str(VALIDATION), "--precision", "fp32"])
+    return (args, *train.build(args, seed, DEVICE))
+
+
+def finish_seed(row, started, results, out):
+    """One seed done: print its row and rewrite OUT.json with every row so far (whole or not at all)."""
+    row["seconds"] = time.time() - started
+    results.append(row)
+    print(json.dumps(row), flush=True)
+    write_atomic(out, lambda tmp: tmp.write_text(json.dumps(results, indent=1)))
