@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import train  # noqa: E402
 from results.study import DEVICE, default_run, finish_seed, study_args, validation_data  # noqa: E402
 
-START = 6           # the averages below start here: the first epoch at lr 0.01
+START = 6           # the EMAs start here: the first epoch at lr 0.01
 SCORED = (12, 13, 14)  # the epochs whose end every readout is scored at (train.py's averaged ones)
 SWA_FROM = {"swa_from_9": 9, "swa_from_6": 6}  # equal-weight average of the weights after each epoch from E
 EMA_DECAYS = {"ema_0.999": 0.999, "ema_0.9997": 0.9997, "ema_0.9999": 0.9999}  # per step, from epoch START
