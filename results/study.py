@@ -1,7 +1,9 @@
 """What the study scripts under results/ share: their command line, the held-out images they score on, and the
 default recipe built for one seed exactly as train.py builds it (fp32, on the CPU)."""
 import argparse
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,14 +18,21 @@ DEVICE = torch.device("cpu")
 
 
 def study_args(*extra):
-    """SEEDS (comma-separated) OUT.json [--data-dir DIR], plus any (flag, default) pairs in extra."""
+    """SEEDS (as train.py --seeds takes them) OUT.json [--data-dir DIR], plus any (flag, default) pairs in extra."""
     p = argparse.ArgumentParser()
-    p.add_argument("seeds", type=lambda text: [int(s) for s in text.split(",")])
+    p.add_argument("seeds", type=train.parse_seeds)
     p.add_argument("out", type=Path)
     p.add_argument("--data-dir", default="../shared/data")
     for flag, default in extra:
         p.add_argument(flag, default=default)
     return p.parse_args()
+
+
+@contextlib.contextmanager
+def quiet():
+    """train.py's epoch log and progress bars, discarded: a study prints one row per seed."""
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        yield
 
 
 def validation_data(data_dir):

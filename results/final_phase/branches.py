@@ -5,9 +5,7 @@ Scored on the 10,000 held-out training images (train.py --validation 10000), nev
 
     python results/final_phase/branches.py SEED,SEED,... OUT.json --branches default,no_aug --data-dir ../shared/data
 """
-import contextlib
 import copy
-import io
 import sys
 import time
 from pathlib import Path
@@ -17,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import train  # noqa: E402
-from results.study import DEVICE, default_run, finish_seed, study_args, validation_data  # noqa: E402
+from results.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
 
 BRANCHES = {  # name: augmentation of the last phase (rotation degrees, shift pixels, scale)
     "default": (7.0, 1.0, 0.1),
@@ -31,12 +29,12 @@ def main():
     a = study_args(("--branches", "default,no_aug,half_aug"))
     device = DEVICE
     data = validation_data(a.data_dir)
-    results, quiet = [], io.StringIO()
+    results = []
     for seed in a.seeds:
         args, model, opt, sched, averaged = default_run(seed)
         trunk_end = args.epochs - args.average_epochs
         t0 = time.time()
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+        with quiet():
             for epoch in range(trunk_end):
                 record = train.train_and_test(epoch, model, opt, averaged, data, args, device)
                 sched.step()
@@ -51,7 +49,7 @@ def main():
             b.rotation, b.shift, b.scale = rotation, shift, scale
             torch.manual_seed(seed * 1000 + 1)  # every branch the same stream: batch order, angles drawn alike
             accs = []
-            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            with quiet():
                 for epoch in range(trunk_end, args.epochs):
                     accs.append(train.train_and_test(epoch, model, opt, averaged, data, b, device)["test_acc"])
                     sched.step()

@@ -5,8 +5,6 @@ Scored on the 10,000 held-out training images (train.py --validation 10000), nev
 
     python results/readout/readouts.py SEED,SEED,... OUT.json --data-dir ../shared/data
 """
-import contextlib
-import io
 import sys
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import train  # noqa: E402
-from results.study import DEVICE, default_run, finish_seed, study_args, validation_data  # noqa: E402
+from results.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
 
 START = 6           # the EMAs start here: the first epoch at lr 0.01
 SCORED = (12, 13, 14)  # the epochs whose end every readout is scored at (train.py's averaged ones)
@@ -36,7 +34,7 @@ def main():
     a = study_args()
     device = DEVICE
     data = validation_data(a.data_dir)
-    results, quiet = [], io.StringIO()
+    results = []
     for seed in a.seeds:
         args, model, opt, sched, averaged = default_run(seed)
         swas = {name: AveragedModel(model) for name in SWA_FROM}
@@ -48,7 +46,7 @@ def main():
         for epoch in range(args.epochs):
             if epoch == START:
                 following.extend(emas.values())
-            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            with quiet():
                 record = train.train_and_test(epoch, model, opt, averaged, data, args, device)
             sched.step()
             for name, first in SWA_FROM.items():
@@ -59,7 +57,6 @@ def main():
                 row["readouts"]["last"].append(accuracy(model, data, args, device))  # its own BN statistics
                 for name, avg in {**swas, **emas}.items():
                     row["readouts"][name].append(score(avg, data, args, device))
-            quiet.seek(0), quiet.truncate()
         finish_seed(row, t0, results, a.out)
 
 
