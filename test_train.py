@@ -466,6 +466,7 @@ def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path
     assert math.isclose(summary["final_mean"], sum(finals) / 2)
     assert summary["final_min"] == min(finals)
     assert summary["seeds_at_target"] == sum(f >= 99.4 for f in finals)
+    assert (summary["precision"], summary["precision_why"]) == train.pick_precision("auto", torch.device("cpu"))
     assert "seed" in stdout and "final: mean" in stdout and stdout.count("EPOCH: 0") == 2
 
 

@@ -528,7 +528,7 @@ def run_seeds(args, device, data):
             results.append({**{k: m[k] for k in ("seed", "final_test_acc", "best_test_acc", "epochs_at_target",
                                                  "total_seconds")}, "test_accs": [e["test_acc"] for e in m["epochs"]]})
     finally:  # also on Ctrl-C: report what finished and name what did not
-        summary = summarize_seeds(results, args.seeds, device, args.precision)
+        summary = summarize_seeds(results, args.seeds, device, args.precision, args.precision_why)
         write_atomic(out_dir / "seeds.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
         if results:
             plot_seeds(summary, out_dir / "seeds.png")
@@ -536,10 +536,11 @@ def run_seeds(args, device, data):
     return summary
 
 
-def summarize_seeds(results, seeds, device, precision=None):
+def summarize_seeds(results, seeds, device, precision=None, precision_why=None):
     finals = [r["final_test_acc"] for r in results]
     done = {r["seed"] for r in results}
-    return {"device": str(device), "precision": precision, "torch": torch.__version__, "target": TARGET, "runs": results,
+    return {"device": str(device), "precision": precision, "precision_why": precision_why, "torch": torch.__version__,
+            "target": TARGET, "runs": results,
             "not_finished": [s for s in seeds if s not in done],
             "final_mean": statistics.mean(finals) if finals else None,
             "final_std": statistics.stdev(finals) if len(finals) > 1 else 0.0 if finals else None,
