@@ -75,13 +75,9 @@ def score(finals):
     return statistics.mean(finals) - 2 * (statistics.stdev(finals) if len(finals) > 1 else 0.0)
 
 
-class ArgumentParser(train.ArgumentParser):
-    def error(self, message):  # train.py's one line, pointing at this script's help
-        raise train.Fail(f"{message} (see python sweep.py --help)")
-
-
 def parse_args(argv=None):
-    p = ArgumentParser(description="Search train.py recipes with Optuna, scored on held-out training images.")
+    p = train.ArgumentParser(prog="sweep.py",
+                             description="Search train.py recipes with Optuna, scored on held-out training images.")
     p.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw (default: %(default)s)")
     p.add_argument("--out-dir", default="./sweep", help="study database, report and trial logs (default: %(default)s)")
     p.add_argument("--trials", type=int, default=20, help="trials this command adds to the study (default: %(default)s)")
@@ -568,24 +564,22 @@ def confirm(study, args):
 
 
 def main(argv=None):
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        rundir.prepare_out_dir(args.out_dir)
-        if args.report or args.confirm:
-            study = open_study(args, create=False)
-        else:
-            run_study(args)
-            study = open_study(args, create=False)
-        if args.confirm:
-            confirm(study, args)
-        print(f"report: {write_report(study, args)}")
-    except train.Fail as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished trials are in the study; run the same command to continue it", file=sys.stderr)
-        return 130
-    return 0
+    argv = sys.argv[1:] if argv is None else argv
+    return train.exit_status(lambda: sweep(argv), lambda e: print(
+        "\ninterrupted: finished trials are in the study; run the same command to continue it", file=sys.stderr))
+
+
+def sweep(argv):
+    args = parse_args(argv)
+    rundir.prepare_out_dir(args.out_dir)
+    if args.report or args.confirm:
+        study = open_study(args, create=False)
+    else:
+        run_study(args)
+        study = open_study(args, create=False)
+    if args.confirm:
+        confirm(study, args)
+    print(f"report: {write_report(study, args)}")
 
 
 if __name__ == "__main__":

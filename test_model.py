@@ -1,9 +1,10 @@
 """The network's contract: size, building blocks, output and receptive field."""
 import torch
 import torch.nn as nn
+import pytest
 import torch.nn.functional as F
 
-from model import Net, count_params, receptive_field_table
+from model import MaxPool2d, Net, count_params, receptive_field_table
 
 
 def test_parameter_count_is_7830_and_under_8000():
@@ -61,3 +62,27 @@ def test_copies_are_independent_networks_side_by_side():
         for name, p in net.named_parameters():
             g = dict(grouped.named_parameters())[name].grad
             assert torch.allclose(g.unflatten(0, (3, -1))[k], p.grad, atol=1e-4), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("ties", [False, True])
+def test_faster_max_pool_is_torchs_max_pool_exactly(dtype, ties):
+    """model.MaxPool2d changes only the speed: the same values and the same gradients as nn.MaxPool2d(2, 2),
+    bit for bit, also where a window holds equal values (after a ReLU many are 0) and the first one must win."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 8, 22, 22)
+    x = (x.relu() if ties else x).to(dtype)
+    grad = torch.randn(6, 8, 11, 11).to(dtype)
+    results = []
+    for pool in (nn.MaxPool2d(2, 2), MaxPool2d()):
+        xi = x.clone().requires_grad_()
+        y = pool(xi)
+        y.backward(grad)
+        results.append((y, xi.grad))
+    (y0, g0), (y1, g1) = results
+    assert torch.equal(y0, y1) and y1.is_contiguous()
+    assert torch.equal(g0, g1) and g1.is_contiguous()
+    if ties:  # the case was tested: windows whose maximum is held by more than one value
+        windows = x.unfold(2, 2, 2).unfold(3, 2, 2).flatten(-2)
+        assert ((windows == windows.amax(-1, keepdim=True)).sum(-1) > 1).any()
+
