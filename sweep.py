@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 import mnist
+import plots
 import rundir
 import train
 
@@ -528,7 +529,7 @@ def copies_note(copies):
 
 def plot_study(rows, path):
     """Score per trial with the best so far, and the per-seed finals of the 10 best trials."""
-    plt = train.pyplot()
+    plt = plots.pyplot()
     fig, (ax_hist, ax_best) = plt.subplots(1, 2, figsize=(13, 4.5))
     done = sorted((r for r in rows if r["score"] is not None), key=lambda r: r["number"])
     numbers = [r["number"] for r in done]
@@ -544,7 +545,7 @@ def plot_study(rows, path):
     ax_best.set_xticks(range(len(top)), [str(r["number"]) for r in top])
     ax_best.set_xlabel("trial (best first)"), ax_best.set_ylabel("final validation accuracy per seed, %")
     ax_best.grid(alpha=0.3)
-    train.save_figure(fig, "recipe study", path)
+    plots.save_figure(fig, "recipe study", path)
 
 
 def confirm(study, args):

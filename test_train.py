@@ -495,6 +495,7 @@ def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path
     assert summary["seeds_at_target"] == sum(f >= 99.4 for f in finals)
     assert (summary["precision"], summary["precision_why"]) == train.pick_precision("auto", torch.device("cpu"))
     assert "seed" in stdout and "final: mean" in stdout and stdout.count("EPOCH: 0") == 2
+    assert (out / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the seeds' curves, drawn
 
 
 @pytest.fixture

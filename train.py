@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from mnist import Fail, augment, hold_out, load_mnist
 from model import Net, count_params
+from plots import plot_curves, plot_seeds
 from rundir import RUN_FILES, locked, prepare_out_dir, refuse_to_overwrite, write_atomic
 
 # defaults: the recipe chosen by sweep.py on held-out training images (README, "How the default recipe was chosen")
@@ -342,7 +343,7 @@ def run(args, seed, out_dir, device, data, on_epoch=None, plot=True):
             if on_epoch:
                 on_epoch(record)
         if plot:
-            plot_curves(metrics, paths["curves.png"])
+            plot_curves(metrics, paths["curves.png"], TARGET)
         if args.copies > 1:
             print(format_copies(metrics))
     except KeyboardInterrupt as e:
@@ -490,51 +491,6 @@ def set_rng_states(states):
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
-def plot_curves(metrics, path):
-    plt = pyplot()
-    epochs = [e["epoch"] for e in metrics["epochs"]]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for split in ("train", "test"):
-        ax_loss.plot(epochs, [e[f"{split}_loss"] for e in metrics["epochs"]], marker="o", label=split)
-        ax_acc.plot(epochs, [e[f"{split}_acc"] for e in metrics["epochs"]], marker="o", label=split)
-    ax_acc.set_ylim(97, 100)
-    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("loss"), ax_loss.grid(alpha=0.3), ax_loss.legend()
-    finish_accuracy_axes(ax_acc)
-    save_figure(fig, f"seed {metrics['seed']}: final test accuracy {metrics['final_test_acc']:.2f} %", path)
-
-
-def plot_seeds(summary, path):
-    """Each seed's test accuracy per epoch, with the target line: the spread at a glance."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in summary["runs"]:
-        ax.plot(range(len(r["test_accs"])), r["test_accs"], marker=".", linewidth=1, label=f"seed {r['seed']}")
-    ax.set_ylim(98.8, 99.8)
-    finish_accuracy_axes(ax, legend_columns=2 if len(summary["runs"]) > 10 else 1)
-    save_figure(fig, f"{len(summary['runs'])} seeds: final mean {summary['final_mean']:.3f} %, "
-                     f"min {summary['final_min']:.2f} %", path)
-
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def finish_accuracy_axes(ax, legend_columns=1):
-    ax.axhline(TARGET, color="red", linestyle="--", linewidth=1, label=f"{TARGET} %")
-    ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy (%)"), ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncol=legend_columns)
-
-
-def save_figure(fig, title, path):
-    fig.suptitle(title)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    pyplot().close(fig)
-
-
 # ---------------------------------------------------------------------------------------------
 # several seeds
 
@@ -550,7 +506,7 @@ def run_seeds(args, device, data):
         summary = summarize_seeds(results, args.seeds, device, args.precision, args.precision_why)
         write_atomic(out_dir / "seeds.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
         if results:
-            plot_seeds(summary, out_dir / "seeds.png")
+            plot_seeds(summary, out_dir / "seeds.png", TARGET)
         print(format_seed_summary(summary))
     return summary
 

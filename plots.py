@@ -1,0 +1,50 @@
+"""The figures: a run's curves (curves.png), several seeds' accuracies (seeds.png), and what sweep.py draws
+with them. Each file is written whole or not at all (rundir.write_atomic)."""
+from rundir import write_atomic
+
+
+def plot_curves(metrics, path, target):
+    """One run's loss and accuracy per epoch, train and test."""
+    plt = pyplot()
+    epochs = [e["epoch"] for e in metrics["epochs"]]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for split in ("train", "test"):
+        ax_loss.plot(epochs, [e[f"{split}_loss"] for e in metrics["epochs"]], marker="o", label=split)
+        ax_acc.plot(epochs, [e[f"{split}_acc"] for e in metrics["epochs"]], marker="o", label=split)
+    ax_acc.set_ylim(97, 100)
+    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("loss"), ax_loss.grid(alpha=0.3), ax_loss.legend()
+    finish_accuracy_axes(ax_acc, target)
+    save_figure(fig, f"seed {metrics['seed']}: final test accuracy {metrics['final_test_acc']:.2f} %", path)
+
+
+def plot_seeds(summary, path, target):
+    """Each seed's test accuracy per epoch, with the target line: the spread at a glance."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in summary["runs"]:
+        ax.plot(range(len(r["test_accs"])), r["test_accs"], marker=".", linewidth=1, label=f"seed {r['seed']}")
+    ax.set_ylim(98.8, 99.8)
+    finish_accuracy_axes(ax, target, legend_columns=2 if len(summary["runs"]) > 10 else 1)
+    save_figure(fig, f"{len(summary['runs'])} seeds: final mean {summary['final_mean']:.3f} %, "
+                     f"min {summary['final_min']:.2f} %", path)
+
+
+def pyplot():
+    """matplotlib, imported only when a figure is drawn, drawing without a display."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def finish_accuracy_axes(ax, target, legend_columns=1):
+    ax.axhline(target, color="red", linestyle="--", linewidth=1, label=f"{target} %")
+    ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy (%)"), ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=legend_columns)
+
+
+def save_figure(fig, title, path):
+    fig.suptitle(title)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    pyplot().close(fig)
