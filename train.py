@@ -36,7 +36,7 @@ from rundir import RUN_FILES, locked, prepare_out_dir, refuse_to_overwrite, writ
 # defaults: the recipe chosen by sweep.py on held-out training images (README, "How the default recipe was chosen")
 EPOCHS = 15
 BATCH_SIZE = 64       # with SHIFT and SCALE: the recipe search's best (README); 128 before
-TEST_BATCH_SIZE = 500  # on a CPU twice as fast as 1000 (its tensors fit the caches); the same outputs
+TEST_BATCH_SIZE = 500  # on a CPU 1.5-2x as fast as 1000 (its tensors fit the caches); the same outputs
 LR = 0.05
 MOMENTUM = 0.9
 STEP_SIZE = 6
