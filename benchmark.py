@@ -157,7 +157,7 @@ def benchmark(argv):
     untimed_tail = bench.epochs < args.epochs and args.average_epochs
     tail = time_tail(args, runs["ours"], data, device) if untimed_tail else 0.0
     # per epoch: ours' epochs without weight averaging (12 of a job's 15), as classic's are
-    plain = {"classic": seconds["classic"], "ours": seconds["ours"][:averaged_from] or seconds["ours"]}
+    plain = {"classic": seconds["classic"], "ours": before_tail(seconds["ours"], averaged_from)}
     median = {name: statistics.median(s) for name, s in plain.items()}
     job = {"classic": job_seconds(imports + setup["classic"], seconds["classic"], args.epochs),
            "ours": job_seconds(imports + setup["ours"], seconds["ours"], args.epochs, tail, averaged_from)}
@@ -187,8 +187,13 @@ def job_seconds(startup, seconds, epochs, tail=0.0, tail_from=None):
     """A whole `epochs`-epoch job: start-up, the epochs timed, and each epoch not timed at the median of the
     timed epochs before tail_from, plus `tail` seconds for each untimed epoch from tail_from on."""
     tail_from = epochs if tail_from is None else tail_from
-    typical = statistics.median(seconds[:tail_from] or seconds)
+    typical = statistics.median(before_tail(seconds, tail_from))
     return startup + sum(seconds) + sum(typical + (tail if e >= tail_from else 0.0) for e in range(len(seconds), epochs))
+
+
+def before_tail(seconds, tail_from):
+    """The timed epochs before the weight-averaging tail (all of them where every timed epoch averaged)."""
+    return seconds[:tail_from] or seconds
 
 
 def time_tail(args, run, data, device, repeats=3):
