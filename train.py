@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from tqdm import tqdm
 
 from mnist import Fail, augment, hold_out, load_mnist
@@ -47,8 +47,9 @@ SHIFT = 1.0           # pixels, uniform in [-SHIFT, SHIFT] per image and axis
 SCALE = 0.1           # relative size change, uniform in [1 - SCALE, 1 + SCALE] per image
 WEIGHT_DECAY = 1e-3   # lifted the weakest seeds most (README, "Before the study tool")
 LABEL_SMOOTHING = 0.0
-AVERAGE_EPOCHS = 3    # test the average of the weights after each of the last 3 epochs (the lr 0.002 phase)
-SNAPSHOTS = 1         # weight snapshots per averaged epoch (1: at its end; more: evenly spaced, SWA style)
+AVERAGE_EPOCHS = None  # test an average of the weights from the first lr decay on (the last 9 epochs of 15)
+EMA = 0.999           # the average: an EMA of every step with this decay (0: equal-weight snapshots, below)
+SNAPSHOTS = 1         # with EMA 0: snapshots per averaged epoch (1: at its end; more: evenly spaced, SWA style)
 BN_IMAGES = 10000     # training images that re-estimate BatchNorm statistics for averaged weights (all: 60000)
 BN_BATCH_SIZE = 1000  # in batches of this size (the statistics depend on it: kept as the evidence had it)
 LOG_INTERVAL = 20     # steps between progress-bar refreshes (each one syncs with the device)
@@ -96,10 +97,14 @@ def parse_args(argv=None):
     p.add_argument("--scale", type=float, default=SCALE, help="max relative scale change, e.g. 0.1 for 0.9-1.1 "
                    "(default: %(default)s)")
     p.add_argument("--average-epochs", type=int, default=AVERAGE_EPOCHS, metavar="K",
-                   help="test the average of the weights after each of the last K epochs (kept in the checkpoint), "
-                        "BatchNorm statistics recomputed; 0: off (default: %(default)s)")
+                   help="average the weights over the last K epochs and test the average after each of them "
+                        "(kept in the checkpoint), BatchNorm statistics recomputed; 0: off (default: the epochs "
+                        "after the first learning-rate decay, 9 of 15)")
+    p.add_argument("--ema", type=float, default=EMA, metavar="DECAY",
+                   help="the average is an exponential moving average of the weights after every step, with this "
+                        "decay per step; 0: equal-weight snapshots instead (default: %(default)s)")
     p.add_argument("--snapshots", type=int, default=SNAPSHOTS,
-                   help="weight snapshots per averaged epoch, evenly spaced (default: %(default)s)")
+                   help="with --ema 0: weight snapshots per averaged epoch, evenly spaced (default: %(default)s)")
     p.add_argument("--bn-images", type=int, default=BN_IMAGES, metavar="N",
                    help="training images that re-estimate the averaged weights' BatchNorm statistics "
                         "(default: %(default)s)")
@@ -128,6 +133,8 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true", help="one epoch of one batch, to check the setup quickly")
     p.set_defaults(precision_why=None)  # filled in by pick_precision
     args = p.parse_args(argv)
+    if args.average_epochs is None:  # averaging the first, high learning rate's weights only blurs them
+        args.average_epochs = max(args.epochs - args.step_size, 0)
     check_args(args)
     return args
 
@@ -160,7 +167,7 @@ def check_args(args):
     for name in positive:
         if not getattr(args, name) > 0:
             raise Fail(f"--{name.replace('_', '-')} must be > 0 (got {getattr(args, name)})")
-    for name, hi in [("momentum", 1), ("dropout", 1), ("label_smoothing", 1), ("scale", 1)]:
+    for name, hi in [("momentum", 1), ("dropout", 1), ("label_smoothing", 1), ("scale", 1), ("ema", 1)]:
         if not 0 <= getattr(args, name) < hi:
             raise Fail(f"--{name.replace('_', '-')} must be in [0, {hi}) (got {getattr(args, name)})")
     for name in ["weight_decay", "rotation", "shift", "average_epochs", "validation"]:
@@ -250,8 +257,8 @@ def autocast(device, precision):
 
 
 def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
-    """One pass over a fresh permutation of the training set, adding args.snapshots evenly spaced copies
-    of the weights to `averaged` (if given). Returns (average loss, correct, images seen)."""
+    """One pass over a fresh permutation of the training set, adding the weights to `averaged` (if given)
+    after the steps that averaging_steps names. Returns (average loss, correct, images seen)."""
     train_x, train_y = data
     model.train()
     n, k = len(train_x), args.copies
@@ -262,7 +269,7 @@ def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    snapshot_after = {round(len(batches) * (s + 1) / args.snapshots) for s in range(args.snapshots)}
+    snapshot_after = averaging_steps(len(batches), args)
     bar = tqdm(batches, file=sys.stdout)
     for batch_id, idx in enumerate(bar):
         x, y = side_by_side(augment(train_x[idx.flatten()], args.rotation, args.shift, args.scale), k), train_y[idx.T]
@@ -286,6 +293,14 @@ def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
             bar.set_description(f"Loss={batch_loss:.4f} Batch_id={batch_id} "
                                 f"Accuracy={100 * correct.item() / seen:.2f}")
     return loss_sum.item() / seen, correct.item(), seen
+
+
+def averaging_steps(n_batches, args):
+    """The steps (counted from 1) of an averaged epoch after which the weights join the average: every one for
+    an EMA, else args.snapshots evenly spaced ones (1: the epoch's last)."""
+    if args.ema:
+        return set(range(1, n_batches + 1))
+    return {round(n_batches * (s + 1) / args.snapshots) for s in range(args.snapshots)}
 
 
 def side_by_side(x, copies):
@@ -378,7 +393,8 @@ def build(args, seed, device):
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
                                 nesterov=args.nesterov, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
-    averaged = AveragedModel(model) if args.average_epochs else None
+    ema = get_ema_multi_avg_fn(args.ema) if args.ema else None  # None: equal weights
+    averaged = AveragedModel(model, multi_avg_fn=ema) if args.average_epochs else None
     return model, optimizer, scheduler, averaged
 
 

@@ -1,5 +1,5 @@
 """What the study scripts under results/ share: their command line, the held-out images they score on, and the
-default recipe built for one seed exactly as train.py builds it (fp32, on the CPU)."""
+default recipe built for one seed exactly as train.py builds it (on the CPU; fp32 unless told)."""
 import argparse
 import contextlib
 import json
@@ -39,9 +39,9 @@ def validation_data(data_dir):
     return hold_out(load_mnist(data_dir, DEVICE), VALIDATION)
 
 
-def default_run(seed):
+def default_run(seed, precision="fp32"):
     """train.py's args for `seed`, and its seeded network, optimizer, schedule and weight average."""
-    args = train.parse_args(["--seed", str(seed), "--validation", str(VALIDATION), "--precision", "fp32"])
+    args = train.parse_args(["--seed", str(seed), "--validation", str(VALIDATION), "--precision", precision])
     return (args, *train.build(args, seed, DEVICE))
 
 
