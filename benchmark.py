@@ -206,7 +206,7 @@ def time_tail(args, run, data, device, repeats=3):
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in train.averaging_steps(math.ceil(len(data[0]) / args.batch_size), args):
-            averaged.update_parameters(model)
+            train.update_average(averaged, model, args.ema)
         train.with_fresh_bn(averaged, data[0][:args.bn_images], args, device)
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnist import MNIST_MEAN, MNIST_STD, augment, hold_out, load_mnist, warp
 import rundir
 import train
+from model import Net
 
 ROOT = Path(__file__).resolve().parent  # the project
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -743,6 +745,21 @@ def test_ema_follows_every_step_of_the_averaged_epochs(mnist):
     for p, e in zip(averaged.module.parameters(), expected):
         assert torch.allclose(p, e, atol=1e-6)
     assert not torch.allclose(next(averaged.module.parameters()), torch.stack([w[0] for w in last_epoch]).mean(0))
+
+
+def test_update_average_is_averaged_models_own_update_bit_for_bit():
+    torch.manual_seed(0)
+    model = Net()
+    ours, theirs = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9)) for _ in range(2))
+    for _ in range(4):  # the first call copies, the rest move 10 % towards the new weights
+        train.update_average(ours, model, 0.9)
+        theirs.update_parameters(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+    assert ours.n_averaged.item() == theirs.n_averaged.item() == 4
+    assert all(torch.equal(a, b) for a, b in zip(ours.module.parameters(), theirs.module.parameters()))
+    assert not torch.equal(next(ours.module.parameters()), next(model.parameters()))
 
 
 def test_copies_train_independent_networks_and_report_each(mnist, tmp_path, capsys):

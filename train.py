@@ -281,7 +281,7 @@ def train_epoch(model, optimizer, data, args, device, epoch, averaged=None):
         loss.backward()
         optimizer.step()
         if averaged is not None and batch_id + 1 in snapshot_after:
-            averaged.update_parameters(model)
+            update_average(averaged, model, args.ema)
         # keep running sums on the device; read them back only every log_interval steps
         loss_sum += loss.detach() * idx.shape[1]  # = the copies' mean loss x the images each saw
         correct += (output.argmax(-1).view(y.shape) == y).sum()
@@ -301,6 +301,17 @@ def averaging_steps(n_batches, args):
     if args.ema:
         return set(range(1, n_batches + 1))
     return {round(n_batches * (s + 1) / args.snapshots) for s in range(args.snapshots)}
+
+
+@torch.no_grad()
+def update_average(averaged, model, ema):
+    """averaged.update_parameters(model), with the EMA's lerp done directly: the same numbers (AveragedModel runs
+    the same lerp) without its ~0.3 ms of bookkeeping a call, which the EMA pays after every step."""
+    if not ema or averaged.n_averaged == 0:  # snapshots, or the EMA's first step (a copy)
+        return averaged.update_parameters(model)
+    for a, p in zip(averaged.module.parameters(), model.parameters()):
+        a.lerp_(p, 1 - ema)
+    averaged.n_averaged += 1
 
 
 def side_by_side(x, copies):
