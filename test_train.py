@@ -373,6 +373,25 @@ class CodeOnLoad:
         return self.call, self.args
 
 
+def test_resume_with_another_recipe_is_refused_naming_the_checkpoints_flags(mnist, tmp_path, capsys):
+    first = ["--data-dir", mnist, "--out-dir", tmp_path / "first", *FAST, "--epochs", "1"]
+    assert run_main(capsys, *first)[0] == 0
+    checkpoint = tmp_path / "first" / "checkpoint.pt"
+    resume = ["--data-dir", mnist, *FAST, "--epochs", "1", "--resume", checkpoint]
+    code, _, err = run_main(capsys, *resume, "--out-dir", tmp_path / "a", "--lr", "0.02", "--nesterov")
+    assert_one_line_error(code, err, f"--resume {checkpoint} was trained with --lr 0.05 --no-nesterov",
+                          "this run has --lr 0.02 --nesterov")
+    # a checkpoint from before the EMA flag existed trained equal-weight snapshots: today's default EMA is refused
+    state = torch.load(checkpoint, weights_only=True)
+    del state["args"]["ema"]
+    torch.save(state, tmp_path / "old.pt")
+    code, _, err = run_main(capsys, *resume[:-1], tmp_path / "old.pt", "--out-dir", tmp_path / "b")
+    assert_one_line_error(code, err, "was trained with --ema 0.0", "--ema 0.999")
+    # the same recipe passes this check (other flags may differ); this run has finished, which is one line too
+    code, _, err = run_main(capsys, *resume, "--out-dir", tmp_path / "c", "--log-interval", "3")
+    assert_one_line_error(code, err, "already finished its 1 epochs, nothing is left to continue")
+
+
 def test_resume_never_runs_code_from_the_checkpoint(mnist, tmp_path, capsys):
     out, marker = tmp_path / "out", tmp_path / "marker"
     assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1")[0] == 0

@@ -5,7 +5,7 @@
     python train.py --resume out/checkpoint.pt
 
 MNIST lives on the training device as two tensors; each epoch draws batches from a shuffled
-index permutation and augments the whole batch with a few tensor ops (random rotation and shift).
+index permutation and augments the whole batch with one affine warp (random rotation, shift and scale).
 """
 import argparse
 import ctypes
@@ -353,7 +353,10 @@ def run(args, seed, out_dir, device, data, on_epoch=None, plot=True):
     metrics = new_metrics(args, seed, device, model)
     start_epoch = 0
     if args.resume:
-        start_epoch = load_checkpoint(args.resume, model, optimizer, scheduler, averaged, metrics, device)
+        start_epoch = load_checkpoint(args.resume, model, optimizer, scheduler, averaged, metrics, device, args)
+        if start_epoch >= args.epochs:
+            raise Fail(f"--resume {args.resume}: that run already finished its {args.epochs} epochs, nothing is left "
+                       "to continue (its metrics.json has the results): start a new run without --resume")
 
     paths = {name: out_dir / name for name in RUN_FILES}
     last_checkpoint = args.resume
@@ -481,12 +484,13 @@ def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, me
     write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
-def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device):
+def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device, args):
     """Restore everything a run needs to continue exactly; returns the next epoch."""
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles on stderr: the one line below says it all
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=device, weights_only=True)  # plain data only: runs no code
+        check_same_recipe({**state["args"], "seed": state["metrics"]["seed"]}, args, path)  # --seeds: the run's own
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -497,6 +501,8 @@ def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device
         return state["epoch"] + 1
     except FileNotFoundError:
         raise Fail(f"--resume {path}: no such file: pass the checkpoint.pt printed when the run stopped")
+    except Fail:
+        raise
     except Exception as e:
         unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))  # weights_only refused to import it, so nothing ran
         if unsafe:
@@ -504,6 +510,28 @@ def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device
                        "nothing in it was run; pass a checkpoint.pt written by this train.py")
         raise Fail(f"--resume {path} is not a checkpoint of this network ({type(e).__name__}): "
                    "pass a checkpoint.pt written by this train.py, or start without --resume")
+
+
+# what a run's numbers depend on; a flag missing from an older checkpoint had the value it implies
+RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "bn_decay", "step_size", "gamma",
+                "dropout", "rotation", "shift", "scale", "average_epochs", "ema", "snapshots", "bn_images",
+                "label_smoothing", "precision", "copies", "validation", "seed")
+BEFORE_THE_FLAG = {"ema": 0.0, "scale": 0.0, "snapshots": 1}
+
+
+def check_same_recipe(saved, args, path):
+    """A resumed run continues the checkpoint's run exactly, so its recipe must be the checkpoint's: a flag that
+    differs (or a default changed since, e.g. the EMA) is refused, naming the flags that continue it."""
+    def flag(name, value):
+        dashed = name.replace("_", "-")
+        return f"--{'' if value else 'no-'}{dashed}" if isinstance(value, bool) else f"--{dashed} {value}"
+
+    recorded = {k: saved.get(k, BEFORE_THE_FLAG.get(k)) for k in RECIPE_FLAGS}
+    differ = [k for k, v in recorded.items() if v is not None and v != getattr(args, k)]
+    if differ:
+        raise Fail(f"--resume {path} was trained with {' '.join(flag(k, recorded[k]) for k in differ)}, this run "
+                   f"has {' '.join(flag(k, getattr(args, k)) for k in differ)}: pass the checkpoint's flags to "
+                   "continue it exactly, or start a new run without --resume")
 
 
 def rng_states():
