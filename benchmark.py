@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from tqdm import tqdm
 
+from checkpoint import rng_states, set_rng_states
 import mnist
 import train
 from model import MaxPool2d
@@ -129,7 +130,7 @@ def benchmark(argv):
             "ours": train.build(args, args.seed, device)}
     # each pipeline draws from its own copy of the global RNG (classic's dropout would otherwise shift ours'
     # batches), so `ours` here is exactly `python train.py --seed N` on the same machine
-    rng = {name: train.rng_states() for name in runs}
+    rng = {name: rng_states() for name in runs}
     seconds = {name: [] for name in runs}
     accuracy = {}
     peak_gpu = {name: 0 for name in runs}
@@ -139,7 +140,7 @@ def benchmark(argv):
             if device.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            train.set_rng_states(rng[name])
+            set_rng_states(rng[name])
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # keep the progress bars out of the report
                 if name == "classic":
@@ -150,7 +151,7 @@ def benchmark(argv):
                 torch.cuda.synchronize()
                 peak_gpu[name] = max(peak_gpu[name], torch.cuda.max_memory_allocated())
             seconds[name].append(time.perf_counter() - t0)
-            rng[name] = train.rng_states()
+            rng[name] = rng_states()
             scheduler.step()
             print(f"epoch {epoch} {name:8s} {seconds[name][-1]:7.2f} s  test {accuracy[name]:.2f} %", flush=True)
 
