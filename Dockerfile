@@ -16,7 +16,7 @@ RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt \
     && mkdir -p /data /out \
     && chown app:app /data /out
 
-COPY checkpoint.py model.py mnist.py plots.py rundir.py train.py ./
+COPY checkpoint.py errors.py model.py mnist.py plots.py rundir.py train.py ./
 
 # Numeric uid:gid (hadolint DL3066); same ids as the 'app' user created above.
 USER 1000:1000

@@ -1,42 +1,45 @@
 """A run's checkpoint for train.py: everything it needs to continue exactly (weights, optimizer, schedule, weight
 average, metrics, random-number generators), written whole or not at all, read back as plain data only, and only
-into a run with the same recipe.
+into a run with the same recipe and seed.
 """
+import dataclasses
 import io
 import re
 import warnings
 
 import torch
 
-from mnist import Fail
+from errors import Fail
 from rundir import write_atomic
 
 
-def save_checkpoint(path, model, optimizer, scheduler, averaged, epoch, args, metrics):
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "averaged": averaged.state_dict() if averaged is not None else None,
-             "scheduler": scheduler.state_dict(), "epoch": epoch, "args": vars(args), "metrics": metrics,
-             "rng": rng_states()}
+def save_checkpoint(path, run, recipe, seed, metrics):
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "averaged": run.averaged.state_dict() if run.averaged is not None else None,
+             "scheduler": run.scheduler.state_dict(), "epoch": run.epoch - 1, "recipe": dataclasses.asdict(recipe),
+             "seed": seed, "metrics": metrics, "rng": rng_states()}
     buffer = io.BytesIO()  # serialised in memory, so a full disk is an OSError, not torch's "unexpected pos"
     torch.save(state, buffer)
     write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
-def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device, args):
-    """Restore everything a run needs to continue exactly; returns the next epoch."""
+def load_checkpoint(path, run, recipe, seed, device):
+    """Restore everything `run` needs to continue exactly where the checkpoint's run stopped."""
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles on stderr: the one line below says it all
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=device, weights_only=True)  # plain data only: runs no code
-        check_same_recipe({**state["args"], "seed": state["metrics"]["seed"]}, args, path)  # --seeds: the run's own
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if averaged is not None:
-            averaged.load_state_dict(state["averaged"])
-        metrics["epochs"] = state["metrics"]["epochs"]
+        # "args": what checkpoints held before the recipe had a record of its own (every flag)
+        saved = state["recipe"] if "recipe" in state else state["args"]
+        check_same_recipe(saved, state.get("seed", state["metrics"]["seed"]), recipe, seed, path)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if run.averaged is not None:
+            run.averaged.load_state_dict(state["averaged"])
+        run.records[:] = state["metrics"]["epochs"]
+        run.epoch = state["epoch"] + 1
         set_rng_states(state["rng"])
-        return state["epoch"] + 1
     except FileNotFoundError:
         raise Fail(f"--resume {path}: no such file: pass the checkpoint.pt printed when the run stopped")
     except Fail:
@@ -50,25 +53,23 @@ def load_checkpoint(path, model, optimizer, scheduler, averaged, metrics, device
                    "pass a checkpoint.pt written by this train.py, or start without --resume")
 
 
-# what a run's numbers depend on; a flag missing from an older checkpoint had the value it implies
-RECIPE_FLAGS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "bn_decay", "step_size", "gamma",
-                "dropout", "rotation", "shift", "scale", "average_epochs", "ema", "snapshots", "bn_images",
-                "label_smoothing", "precision", "copies", "validation", "seed")
-BEFORE_THE_FLAG = {"ema": 0.0, "scale": 0.0, "snapshots": 1}
-
-
-def check_same_recipe(saved, args, path):
-    """A resumed run continues the checkpoint's run exactly, so its recipe must be the checkpoint's: a flag that
-    differs (or a default changed since, e.g. the EMA) is refused, naming the flags that continue it."""
+def check_same_recipe(saved, saved_seed, recipe, seed, path):
+    """A resumed run continues the checkpoint's run exactly, so its recipe and seed must be the checkpoint's: a knob
+    that differs (or a default changed since) is refused, naming the flags that continue it."""
     def flag(name, value):
         dashed = name.replace("_", "-")
         return f"--{'' if value else 'no-'}{dashed}" if isinstance(value, bool) else f"--{dashed} {value}"
 
-    recorded = {k: saved.get(k, BEFORE_THE_FLAG.get(k)) for k in RECIPE_FLAGS}
-    differ = [k for k, v in recorded.items() if v is not None and v != getattr(args, k)]
+    ours = {**dataclasses.asdict(recipe), "seed": seed}
+    missing = [k for k in ours if k not in {**saved, "seed": saved_seed}]
+    if missing:
+        raise Fail(f"--resume {path} was written by an older train.py that did not record {flag(missing[0], '')}: "
+                   "it cannot be continued exactly; start a new run without --resume")
+    theirs = {**{k: saved[k] for k in ours if k != "seed"}, "seed": saved_seed}
+    differ = [k for k in ours if theirs[k] != ours[k]]
     if differ:
-        raise Fail(f"--resume {path} was trained with {' '.join(flag(k, recorded[k]) for k in differ)}, this run "
-                   f"has {' '.join(flag(k, getattr(args, k)) for k in differ)}: pass the checkpoint's flags to "
+        raise Fail(f"--resume {path} was trained with {' '.join(flag(k, theirs[k]) for k in differ)}, this run "
+                   f"has {' '.join(flag(k, ours[k]) for k in differ)}: pass the checkpoint's flags to "
                    "continue it exactly, or start a new run without --resume")
 
 

@@ -4,19 +4,21 @@ held-out split for recipe searches, and the batched augmentation (rotation, shif
 import math
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from errors import Fail
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-class Fail(Exception):
-    """A problem the user can fix: printed as one line, no traceback."""
-
-    def __init__(self, message, code=2):
-        super().__init__(message)
-        self.code = code
+class Data(NamedTuple):
+    train_x: torch.Tensor  # (N, 1, 28, 28) float, normalised
+    train_y: torch.Tensor  # (N,) long
+    test_x: torch.Tensor
+    test_y: torch.Tensor
 
 
 FILES = {"training": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -37,7 +39,7 @@ def load_mnist(data_dir, device):
     (train_x, train_y), (test_x, test_y) = splits
     # uint8 to the device first, then normalise in place: one float copy, no temporaries
     normalised = lambda x: x.to(device).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
-    return normalised(train_x), train_y.long().to(device), normalised(test_x), test_y.long().to(device)
+    return Data(normalised(train_x), train_y.long().to(device), normalised(test_x), test_y.long().to(device))
 
 
 def download(root):
@@ -75,7 +77,7 @@ def hold_out(data, n):
         raise Fail(f"--validation {n} must leave training images: pass 1 to {len(train_x) - 1}, e.g. 10000")
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0)).to(train_x.device)
     keep, held = order[:-n], order[-n:]
-    return train_x[keep], train_y[keep], train_x[held], train_y[held]
+    return Data(train_x[keep], train_y[keep], train_x[held], train_y[held])
 
 
 def check_split(images, labels, name, raw):

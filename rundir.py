@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from mnist import Fail
+from errors import Fail
 
 try:
     import fcntl

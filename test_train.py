@@ -121,9 +121,9 @@ def test_augment_moves_a_non_symmetric_pattern_with_its_own_angle_per_image():
 
 
 def test_weight_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statistics():
-    torch.manual_seed(0)
-    args = train.parse_args(["--precision", "fp32", "--ema", "0"])
-    model, _, _, averaged = train.build(args, seed=0, device=torch.device("cpu"))
+    recipe = train.Recipe(precision="fp32", ema=0.0)
+    run = train.new_run(recipe, seed=0, device=torch.device("cpu"))
+    model, averaged = run.model, run.averaged
     images = torch.randn(64, 1, 28, 28)
     snapshots = []
     for _ in range(3):
@@ -132,7 +132,7 @@ def test_weight_average_is_the_mean_of_the_snapshots_with_fresh_batchnorm_statis
                 p.add_(torch.randn_like(p))
         snapshots.append([p.clone() for p in model.parameters()])
         averaged.update_parameters(model)
-        tested = train.with_fresh_bn(averaged, images, args, torch.device("cpu"))
+        tested = train.with_fresh_bn(averaged, images, recipe, torch.device("cpu"))
     for p, *snaps in zip(tested.parameters(), *snapshots):
         assert torch.allclose(p, torch.stack(snaps).mean(0), atol=1e-6)
     first_conv, _, first_bn = tested.features[0][:3]
@@ -241,14 +241,14 @@ def test_two_epoch_run_writes_outputs_and_prints_the_documented_log(mnist, tmp_p
     assert metrics["best_test_acc"] == max(e["test_acc"] for e in metrics["epochs"])
     assert metrics["total_seconds"] > 0 and metrics["torch"] == torch.__version__
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "epoch", "args"} <= set(ckpt) and ckpt["epoch"] == 1
+    assert {"model", "optimizer", "scheduler", "epoch", "recipe", "seed"} <= set(ckpt) and ckpt["epoch"] == 1
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("*.tmp"))
 
     lines = stdout.splitlines()
     expected_in_order = [
         "Total params: 7,830", "---------------------------", "device:  cpu", "---------------------------",
-        "--------------------------------------------", "EPOCH: 0", f"Learning Rate = {train.LR:.6f}",
+        "--------------------------------------------", "EPOCH: 0", f"Learning Rate = {train.Recipe.lr:.6f}",
         "Training set: Average loss: ", "Test set: Average loss: ", "--------------------------------------------",
         "EPOCH: 1"]
     at = 0
@@ -381,15 +381,30 @@ def test_resume_with_another_recipe_is_refused_naming_the_checkpoints_flags(mnis
     code, _, err = run_main(capsys, *resume, "--out-dir", tmp_path / "a", "--lr", "0.02", "--nesterov")
     assert_one_line_error(code, err, f"--resume {checkpoint} was trained with --lr 0.05 --no-nesterov",
                           "this run has --lr 0.02 --nesterov")
-    # a checkpoint from before the EMA flag existed trained equal-weight snapshots: today's default EMA is refused
+    # a checkpoint that predates a knob cannot say how it trained: refused, not guessed
     state = torch.load(checkpoint, weights_only=True)
-    del state["args"]["ema"]
+    del state["recipe"]["ema"]
     torch.save(state, tmp_path / "old.pt")
     code, _, err = run_main(capsys, *resume[:-1], tmp_path / "old.pt", "--out-dir", tmp_path / "b")
-    assert_one_line_error(code, err, "was trained with --ema 0.0", "--ema 0.999")
+    assert_one_line_error(code, err, "did not record --ema", "start a new run")
     # the same recipe passes this check (other flags may differ); this run has finished, which is one line too
     code, _, err = run_main(capsys, *resume, "--out-dir", tmp_path / "c", "--log-interval", "3")
     assert_one_line_error(code, err, "already finished its 1 epochs, nothing is left to continue")
+
+
+def test_a_checkpoint_in_the_earlier_layout_resumes_exactly(mnist, tmp_path, capsys):
+    """Checkpoints written before the recipe had a record of its own keep every flag under "args" and the seed in
+    the metrics: they continue exactly like today's."""
+    args = ["--data-dir", mnist, *FAST, "--epochs", "2"]
+    assert run_main(capsys, *args, "--out-dir", tmp_path / "whole")[0] == 0
+    cut = tmp_path / "cut"
+    assert run_main(capsys, *args, "--out-dir", cut, "--epochs", "1")[0] == 0
+    state = torch.load(cut / "checkpoint.pt", weights_only=True)
+    state["args"] = {**state.pop("recipe"), "epochs": 2, "seed": state.pop("seed"), "device": "cpu", "dry_run": False}
+    torch.save(state, cut / "checkpoint.pt")
+    assert run_main(capsys, *args, "--out-dir", cut, "--resume", cut / "checkpoint.pt")[0] == 0
+    whole, resumed = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "cut"))
+    assert comparable(resumed) == comparable(whole)
 
 
 def test_resume_never_runs_code_from_the_checkpoint(mnist, tmp_path, capsys):
@@ -508,13 +523,12 @@ def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path
     code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1,2")
     assert code == 0
     summary = json.loads((out / "seeds.json").read_text())
-    finals = [json.loads((out / f"seed_{s}" / "metrics.json").read_text())["final_test_acc"] for s in (1, 2)]
-    assert [r["seed"] for r in summary["runs"]] == [1, 2] and summary["not_finished"] == []
-    assert [r["final_test_acc"] for r in summary["runs"]] == finals
-    assert math.isclose(summary["final_mean"], sum(finals) / 2)
-    assert summary["final_min"] == min(finals)
-    assert summary["seeds_at_target"] == sum(f >= 99.4 for f in finals)
+    per_seed = [json.loads((out / f"seed_{s}" / "metrics.json").read_text()) for s in (1, 2)]
+    assert [r["seed"] for r in summary["runs"]] == [1, 2] and summary["seeds_not_run"] == []
+    assert [r["test_acc"] for r in summary["runs"]] == [[e["test_acc"] for e in m["epochs"]] for m in per_seed]
     assert (summary["precision"], summary["precision_why"]) == train.pick_precision("auto", torch.device("cpu"))
+    assert summary["recipe"] == {**per_seed[0]["recipe"]} and summary["recipe"]["epochs"] == 1
+    assert summary["recipe_name"] == "custom" and summary["command"].startswith("python train.py ")
     assert "seed" in stdout and "final: mean" in stdout and stdout.count("EPOCH: 0") == 2
     assert (out / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the seeds' curves, drawn
 
@@ -530,30 +544,30 @@ def sigterm_stops():
 @pytest.mark.parametrize("stop, code", [("ctrl-c", 130), ("sigterm", 143)])
 def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(
         mnist, tmp_path, capsys, monkeypatch, sigterm_stops, stop, code):
-    real_run = train.run
+    real_run = train.train_run
 
-    def interrupted_at_seed_2(args, seed, *rest):
+    def interrupted_at_seed_2(recipe, seed, *rest, **kw):
         if seed == 2 and stop == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)  # a real signal: its handler raises here
         if seed == 2:
             raise KeyboardInterrupt  # what Ctrl-C raises
-        return real_run(args, seed, *rest)
+        return real_run(recipe, seed, *rest, **kw)
 
-    monkeypatch.setattr(train, "run", interrupted_at_seed_2)
+    monkeypatch.setattr(train, "train_run", interrupted_at_seed_2)
     out = tmp_path / "out"
     got, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1-3")
     assert got == code
     summary = json.loads((out / "seeds.json").read_text())
-    assert [r["seed"] for r in summary["runs"]] == [1] and summary["not_finished"] == [2, 3]
+    assert [r["seed"] for r in summary["runs"]] == [1] and summary["seeds_not_run"] == [2, 3]
     assert "not finished: seeds 2, 3" in stdout
 
 
-def test_summary_statistics():
-    runs = [{"seed": s, "final_test_acc": a, "best_test_acc": a, "epochs_at_target": 1, "total_seconds": 1.0}
-            for s, a in ((1, 99.40), (2, 99.50), (3, 99.30))]
-    s = train.summarize_seeds(runs, [1, 2, 3, 4], "cpu")
-    assert math.isclose(s["final_mean"], 99.40) and math.isclose(s["final_std"], 0.1)
-    assert s["final_min"] == 99.30 and s["seeds_at_target"] == 2 and s["not_finished"] == [4]
+def test_seed_summary_counts_every_run_against_the_target():
+    record = {"not_finished": [4], "runs": [
+        {"seed": s, "copy": None, "test_acc": [99.0, a], "seconds": 1.0} for s, a in ((1, 99.40), (2, 99.50), (3, 99.30))]}
+    text = train.format_seed_summary(record)
+    assert "final: mean 99.400 +- 0.100, min 99.30; 2/3 runs ended >= 99.40 %" in text
+    assert "not finished: seeds 4" in text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,57 +604,6 @@ def test_cuda_run(mnist, tmp_path, capsys):
     code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path, *FAST[:-2], "--device", "cuda")
     assert code == 0 and "device:  cuda" in stdout
     assert json.loads((tmp_path / "metrics.json").read_text())["device"].startswith("cuda")
-
-
-# ---------------------------------------------------------------------------------------------
-# benchmark.py
-
-def test_benchmark_ours_is_exactly_train_py(mnist, tmp_path, capsys):
-    """The classic pipeline (its dropout, its DataLoader) must not shift the random numbers `ours` trains with:
-    the benchmark's `ours` epochs are the first epochs of `python train.py --seed N`, a 15-epoch run."""
-    import benchmark
-
-    benchmark.main(["--data-dir", str(mnist), "--epochs", "3", "--device", "cpu", "--workers", "0", "--seed", "5"])
-    out = capsys.readouterr().out
-    ours = [line.split()[-2] for line in out.splitlines() if line.startswith("epoch") and " ours " in line]
-    code, _, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", tmp_path / "out", "--device", "cpu", "--seed", 5)
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert code == 0 and len(ours) == 3 and len(metrics["epochs"]) == 15
-    assert ours == [f"{e['test_acc']:.2f}" for e in metrics["epochs"][:3]]
-    assert "weight averaging in a job's epochs 6-14" in out  # not timed in 3 epochs, so timed on its own
-    assert "speed-up" in out and "15-epoch job" in out and "peak RSS" in out
-
-
-def test_benchmark_classic_pools_with_torchs_own_max_pool():
-    """The published pipeline gets torch's nn.MaxPool2d, not model.py's faster one: its speed is its own."""
-    from benchmark import with_torchs_max_pool
-
-    net = with_torchs_max_pool(train.build(train.parse_args([]), 1, torch.device("cpu")))[0]
-    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
-    assert len(pools) == 1 and type(pools[0]) is torch.nn.MaxPool2d
-    assert train.count_params(net) == 7830
-
-
-def test_benchmark_job_counts_weight_averaging_in_the_last_epochs_only():
-    """A 15-epoch job is the timed epochs, then each untimed one at the median of the timed epochs without
-    weight averaging, plus the averaging's cost in the averaged epochs only (not in all 15)."""
-    from benchmark import job_seconds
-
-    assert job_seconds(2.0, [10.0, 12.0, 11.0], 15, tail=1.0, tail_from=12) == 2 + 33 + 12 * 11 + 3 * 1
-    assert job_seconds(2.0, [10.0, 12.0, 11.0], 15) == 2 + 33 + 12 * 11  # classic: no tail
-    timed = [10.0] * 12 + [11.0, 11.0, 11.0]  # a whole job timed: its own sum, nothing added
-    assert job_seconds(2.0, timed, 15, tail=1.0, tail_from=12) == 2 + sum(timed)
-    # 13 timed: epoch 12's averaging is in its time; the median is of epochs 0-11; 13 and 14 get the tail
-    assert job_seconds(0.0, [10.0] * 12 + [30.0], 15, tail=1.0, tail_from=12) == 150 + 2 * 11
-
-
-def test_benchmark_bad_input_is_one_line_error(capsys):
-    import benchmark
-
-    assert_one_line_error(benchmark.main(["--epochs", "16"]), capsys.readouterr().err, "--epochs must be 1 to 15",
-                          "python benchmark.py --help")
-    assert_one_line_error(benchmark.main(["--data-dir", "/nonexistent", "--epochs", "1"]), capsys.readouterr().err,
-                          "MNIST not found", "--data-dir")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -732,30 +695,27 @@ def test_validation_run_reports_on_held_out_images_not_the_test_set(mnist, tmp_p
 
 
 def test_snapshots_per_epoch_enter_the_average_and_bn_decay_can_spare_batchnorm(mnist, tmp_path):
-    args = train.parse_args([*FAST, "--epochs", "2", "--average-epochs", "2", "--snapshots", "3", "--no-bn-decay"])
-    args.precision_why = "test"
+    recipe = train.Recipe(epochs=2, batch_size=32, average_epochs=2, ema=0.0, snapshots=3, bn_decay=False)
     device = torch.device("cpu")
     data = load_mnist(mnist, device)
-    model, optimizer, scheduler, averaged = train.build(args, 1, device)
-    decays = {p.ndim: g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
-    assert decays == {4: args.weight_decay, 1: 0.0}  # conv weights decay, BatchNorm weights and biases do not
+    run = train.new_run(recipe, 1, device)
+    decays = {p.ndim: g["weight_decay"] for g in run.optimizer.param_groups for p in g["params"]}
+    assert decays == {4: recipe.weight_decay, 1: 0.0}  # conv weights decay, BatchNorm weights and biases do not
     for epoch in range(2):
-        with contextlib.redirect_stdout(io.StringIO()):
-            train.train_and_test(epoch, model, optimizer, averaged, data, args, device)
-    assert averaged.n_averaged.item() == 6  # 3 snapshots in each of the 2 averaged epochs
+        train.train_epoch(run, recipe, data, device, log=False)
+    assert run.averaged.n_averaged.item() == 6  # 3 snapshots in each of the 2 averaged epochs
 
 
 def test_ema_follows_every_step_of_the_averaged_epochs(mnist):
-    args = train.parse_args([*FAST, "--average-epochs", "1", "--ema", "0.9"])
-    args.precision_why = "test"
+    recipe = train.Recipe(epochs=2, batch_size=32, average_epochs=1, ema=0.9)
     device = torch.device("cpu")
     data = load_mnist(mnist, device)
-    model, optimizer, scheduler, averaged = train.build(args, 1, device)
+    run = train.new_run(recipe, 1, device)
+    model, averaged = run.model, run.averaged
     steps = []  # the weights after each optimizer step
-    optimizer.register_step_post_hook(lambda *_: steps.append([p.detach().clone() for p in model.parameters()]))
+    run.optimizer.register_step_post_hook(lambda *_: steps.append([p.detach().clone() for p in model.parameters()]))
     for epoch in range(2):
-        with contextlib.redirect_stdout(io.StringIO()):
-            train.train_and_test(epoch, model, optimizer, averaged, data, args, device)
+        train.train_epoch(run, recipe, data, device, log=False)
     last_epoch = steps[len(steps) // 2:]  # 96 images in batches of 32: 3 steps an epoch, the second one averaged
     assert averaged.n_averaged.item() == len(last_epoch) == 3
     expected = last_epoch[0]  # an EMA starts at the first weights it sees, then moves 10 % towards each step's
