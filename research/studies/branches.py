@@ -3,7 +3,7 @@
 branch drawing the same random stream. Only the last phase differs, so the branches' differences are paired.
 Scored on the 10,000 held-out training images (train.py --validation 10000), never on the test set.
 
-    python results/final_phase/branches.py SEED,SEED,... OUT.json --branches default,no_aug --data-dir ../shared/data
+    python research/studies/branches.py SEED,SEED,... OUT.json --branches default,no_aug --data-dir ../shared/data
 """
 import copy
 import sys
@@ -15,7 +15,7 @@ from torch.optim.swa_utils import AveragedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import train  # noqa: E402
-from results.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
+from research.studies.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
 
 BRANCHES = {  # name: augmentation of the last phase (rotation degrees, shift pixels, scale)
     "default": (7.0, 1.0, 0.1),

@@ -1,4 +1,4 @@
-"""What the study scripts under results/ share: their command line, the held-out images they score on, and the
+"""What the study scripts under research/studies/ share: their command line, the held-out images they score on, and the
 recipe they studied (train.py's default before the EMA) built for one seed as train.py builds it (on the CPU; fp32 unless told)."""
 import argparse
 import contextlib

@@ -5,7 +5,7 @@ train.py does, and the EMAs follow the same steps without touching them: their d
 readout (the average after epochs 12, 13 and 14) are paired. Scored on the 10,000 held-out training images,
 never on the test set; BatchNorm statistics re-estimated for each EMA as train.py does for its average.
 
-    python results/readout/ema_last_phase.py SEED,SEED,... OUT.json --data-dir ../shared/data [--precision auto]
+    python research/studies/ema_last_phase.py SEED,SEED,... OUT.json --data-dir ../shared/data [--precision auto]
 """
 import sys
 import time
@@ -15,8 +15,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import train  # noqa: E402
-from results.readout.readouts import SCORED, score  # noqa: E402
-from results.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
+from research.studies.readouts import SCORED, score  # noqa: E402
+from research.studies.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
 
 EMAS = {"ema_0.999_from6": (0.999, 6), "ema_0.999_from12": (0.999, 12),  # name: (decay per step, first epoch)
         "ema_0.998_from12": (0.998, 12), "ema_0.9995_from12": (0.9995, 12)}

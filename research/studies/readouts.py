@@ -3,7 +3,7 @@ default recipe once, exactly as train.py does, while several weight averages fol
 without touching it: the readouts' differences are paired, with nothing else between them.
 Scored on the 10,000 held-out training images (train.py --validation 10000), never on the test set.
 
-    python results/readout/readouts.py SEED,SEED,... OUT.json --data-dir ../shared/data
+    python research/studies/readouts.py SEED,SEED,... OUT.json --data-dir ../shared/data
 """
 import sys
 import time
@@ -13,7 +13,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import train  # noqa: E402
-from results.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
+from research.studies.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
 
 START = 6           # the EMAs start here: the first epoch at lr 0.01
 SCORED = (12, 13, 14)  # the epochs whose end every readout is scored at (train.py's averaged ones)
