@@ -1,0 +1,1 @@
+"""The lab: the evidence's schema and results page, recipe studies, the benchmark."""

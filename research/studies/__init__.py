@@ -1,0 +1,1 @@
+"""Recipe studies: scripts that produced the records under results/studies/."""
