@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from mnist import MNIST_MEAN, MNIST_STD, augment, hold_out, load_mnist, warp
 import rundir
 import train
+from research.records import validate
 from model import Net
 
 ROOT = Path(__file__).resolve().parent  # the project
@@ -529,6 +530,7 @@ def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path
     assert (summary["precision"], summary["precision_why"]) == train.pick_precision("auto", torch.device("cpu"))
     assert summary["recipe"] == {**per_seed[0]["recipe"]} and summary["recipe"]["epochs"] == 1
     assert summary["recipe_name"] == "custom" and summary["command"].startswith("python train.py ")
+    validate(summary, "seeds.json")  # a record in the schema of results/: committed as it is
     assert "seed" in stdout and "final: mean" in stdout and stdout.count("EPOCH: 0") == 2
     assert (out / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the seeds' curves, drawn
 
@@ -563,7 +565,7 @@ def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(
 
 
 def test_seed_summary_counts_every_run_against_the_target():
-    record = {"not_finished": [4], "runs": [
+    record = {"seeds_not_run": [4], "runs": [
         {"seed": s, "copy": None, "test_acc": [99.0, a], "seconds": 1.0} for s, a in ((1, 99.40), (2, 99.50), (3, 99.30))]}
     text = train.format_seed_summary(record)
     assert "final: mean 99.400 +- 0.100, min 99.30; 2/3 runs ended >= 99.40 %" in text

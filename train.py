@@ -471,7 +471,7 @@ def format_seed_summary(record):
         lines.append(f"final: mean {statistics.mean(finals):.3f} +- {spread:.3f}, min {min(finals):.2f}; "
                      f"{sum(f >= TARGET for f in finals)}/{len(finals)} runs ended >= {TARGET:.2f} %")
     if record["seeds_not_run"]:
-        lines.append(f"not finished: seeds {', '.join(map(str, record['not_finished']))}")
+        lines.append(f"not finished: seeds {', '.join(map(str, record['seeds_not_run']))}")
     return "\n".join(lines)
 
 

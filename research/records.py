@@ -6,7 +6,7 @@ runs/1: one set of runs of one recipe on one machine (train.py --seeds writes it
     schema          "runs/1"
     title           one line: what this set of runs is
     recipe_name     one short stable name per recipe ("default": today's; earlier ones say what they were)
-    recipe          the recipe as values: every knob in RECIPE_KNOBS, as these runs trained it
+    recipe          the recipe as values: every field of train.Recipe, as these runs trained it
     evaluated_on    "test" or "validation" (held-out training images, recipe["validation"] of them)
     date            "YYYY-MM-DD" or null
     commit          short hash of the code that ran, or null
@@ -60,21 +60,17 @@ study/1: a study's reports (a recipe search's tables, plot and log) kept beside 
 Every file under results/ is a .json record of one of these kinds, or a file listed in the "files" of a
 record in the same folder (allowed kinds: REPORT_SUFFIXES).
 """
+import dataclasses
 import json
 import math
 import re
 from pathlib import Path
 
-TARGET = 99.40
+from train import TARGET, Recipe
+
 REPORT_SUFFIXES = (".md", ".png", ".log", ".txt")
 
-# train.py's flag names with underscores; the values of today's default
-RECIPE_KNOBS = {
-    "epochs": 15, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 0.001,
-    "bn_decay": True, "step_size": 6, "gamma": 0.2, "dropout": 0.0, "rotation": 7.0, "shift": 1.0,
-    "scale": 0.1, "average_epochs": 9, "ema": 0.999, "snapshots": 1, "bn_images": 10000,
-    "label_smoothing": 0.0, "precision": None, "copies": 1, "validation": 0,
-}
+KNOBS = [f.name for f in dataclasses.fields(Recipe)]  # train.py's recipe: what a record's "recipe" holds
 
 OPT, NULL = "optional", type(None)
 NUM = (int, float)
@@ -163,11 +159,11 @@ def validate(record, name="record"):
 
 def _validate_runs(record, name):
     recipe = record["recipe"]
-    for knob in RECIPE_KNOBS:
+    for knob in KNOBS:
         if knob not in recipe:
             raise Invalid(f"{name}: field 'recipe' lacks the knob '{knob}'")
     for knob in recipe:
-        if knob not in RECIPE_KNOBS:
+        if knob not in KNOBS:
             raise Invalid(f"{name}: field 'recipe' has an unknown knob '{knob}'")
     if recipe["precision"] != record["precision"]:
         raise Invalid(f"{name}: field 'recipe' says precision {recipe['precision']!r}, the record {record['precision']!r}")

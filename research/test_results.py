@@ -1,11 +1,13 @@
 """The evidence: every file in results/ follows the schema (research/records.py), the results page is not
 stale, and the summaries it quotes compute what they say."""
 import copy
+import dataclasses
 import json
 import math
 
 import pytest
 
+import train
 from research import records, report
 from research.records import Invalid, at_target, load, load_all, mean, miss_rate, std, summary, validate
 
@@ -16,7 +18,7 @@ def run(seed, final, epochs=15):
 
 def runs_record(finals=(99.50, 99.40, 99.30)):
     return {"schema": "runs/1", "title": "t", "recipe_name": "default",
-            "recipe": dict(records.RECIPE_KNOBS, precision="fp32"), "evaluated_on": "test", "date": "2026-01-02",
+            "recipe": dataclasses.asdict(train.Recipe(precision="fp32")), "evaluated_on": "test", "date": "2026-01-02",
             "commit": None, "device": "cpu", "device_name": None, "torch_capability": None, "precision": "fp32",
             "precision_why": None, "torch": None, "threads": None, "seeds_drawn": "fixed: 1-3", "command": None,
             "note": "", "runs": [run(i + 1, f) for i, f in enumerate(finals)]}
