@@ -1,6 +1,6 @@
 """Train the 7,830-parameter MNIST network (model.py) to >= 99.4 % test accuracy in 15 epochs.
 
-    python train.py                       # one run with the recipe below: about 2-6 min on a laptop-class CPU
+    python train.py                       # one run with the recipe below (README: how long, on which machine)
     python train.py --lr 0.03 --epochs 20 # change any knob of the recipe from the command line
     python train.py --seeds 1-10          # one run per seed, then a summary (seeds.json, seeds.png)
     python train.py --resume out/checkpoint.pt
@@ -10,7 +10,7 @@ seeds, and the command line. MNIST lives on the training device as four tensors;
 a shuffled index permutation and augments a whole batch at once with one affine warp (rotation, shift, scale).
 The weights that are tested after the first learning-rate decay are an exponential moving average (EMA) of the
 trained ones, with BatchNorm statistics re-estimated for them: the average sits nearer the centre of the
-valley SGD bounces around in, which is worth about +0.01 % and a smaller spread (RESULTS.md).
+valley that SGD bounces around in (its measured effect: RESULTS.md, History of the recipe).
 """
 import argparse
 import ctypes
