@@ -12,3 +12,11 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     write_mnist(root, n_train=300)
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """96 training images and 40 test images: for whole 15-epoch runs, where only the numbers' flow is checked."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    write_mnist(root)
+    return root

@@ -10,14 +10,14 @@ from research import benchmark, records
 from test_train import assert_one_line_error
 
 
-def test_benchmark_ours_is_exactly_train_py_and_its_record_follows_the_schema(data, tmp_path, capsys):
+def test_benchmark_ours_is_exactly_train_py_and_its_record_follows_the_schema(tiny_data, tmp_path, capsys):
     """The classic pipeline (its dropout, its DataLoader) must not shift the random numbers `ours` trains with:
     the benchmark's `ours` epochs are the first epochs of `python train.py --seed N`, a 15-epoch run."""
     out = tmp_path / "bench.json"
-    argv = ["--data-dir", str(data), "--epochs", "3", "--device", "cpu", "--workers", "0", "--seed", "5", "--out", str(out)]
+    argv = ["--data-dir", str(tiny_data), "--epochs", "3", "--device", "cpu", "--workers", "0", "--seed", "5", "--out", str(out)]
     assert benchmark.main(argv) == 0
     printed = capsys.readouterr().out
-    assert train.main(["--data-dir", str(data), "--out-dir", str(tmp_path / "run"), "--device", "cpu", "--seed", "5"]) == 0
+    assert train.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path / "run"), "--device", "cpu", "--seed", "5"]) == 0
     capsys.readouterr()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     record = records.validate(json.loads(out.read_text()), str(out))
