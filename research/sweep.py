@@ -183,6 +183,8 @@ def first_line(e):
 
 def load_study(args):
     """An existing study, for --report and --confirm."""
+    if args.storage is None and not (args.out_dir / "sweep.journal").exists():  # opening it would create it
+        raise Fail(f"no study in {args.out_dir}: pass the --out-dir (or --storage) of a study, or run one first")
     try:
         return optuna.load_study(study_name=args.study_name, storage=open_storage(args))
     except KeyError:

@@ -385,6 +385,7 @@ BAD = {
     "report of a study that is not there": (["--report", "--study-name", "other"], ["no study 'other'",
                                                                                     "--study-name"]),
     "another search space": ([], ["was made with another search space", "new --study-name"]),
+    "report of a folder without a study": (["--report", "--out-dir", "{tmp}/none"], ["no study in ", "/none"]),
 }
 
 
