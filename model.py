@@ -50,7 +50,7 @@ class Net(nn.Module):
     """copies=K puts K independent networks side by side in one: every convolution grouped by copy, and
     BatchNorm, pooling and dropout work per channel anyway. Copy k reads input channel k (N, K, 28, 28) and
     owns output [:, k] (N, K, 10). On a GPU, where this small network is bound by kernel launches, K runs
-    train in about the time of one (train.py --copies, sweep.py --copies)."""
+    train in about the time of one (train.py --copies, research/sweep.py --copies)."""
 
     def __init__(self, dropout=0.0, copies=1):
         super().__init__()

@@ -1,5 +1,5 @@
-"""The figures: a run's curves (curves.png), several seeds' accuracies (seeds.png), and what sweep.py draws
-with them. Each file is written whole or not at all (rundir.write_atomic)."""
+"""The figures: a run's curves (curves.png), several seeds' accuracies (seeds.png), and the
+helpers research/sweep.py draws its plots with. Each file is written whole or not at all (rundir.write_atomic)."""
 from rundir import write_atomic
 
 

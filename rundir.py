@@ -1,5 +1,5 @@
 """A run's --out-dir: created if needed, held by one run at a time, never overwritten by a new run, and every
-file in it written whole or not at all (to a temporary name, then renamed). train.py and sweep.py write through it.
+file in it written whole or not at all (to a temporary name, then renamed). train.py and research/ write through it.
 """
 import contextlib
 import json

@@ -3,19 +3,17 @@
 branch drawing the same random stream. Only the last phase differs, so the branches' differences are paired.
 Scored on the 10,000 held-out training images (train.py --validation 10000), never on the test set.
 
-    python research/studies/branches.py SEED,SEED,... OUT.json --branches default,no_aug --data-dir ../shared/data
+    python -m research.studies.branches SEED,SEED,... OUT.json --branches default,no_aug --data-dir ../shared/data
 """
 import copy
-import sys
+import dataclasses
 import time
-from pathlib import Path
 
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import train  # noqa: E402
-from research.studies.study import DEVICE, default_run, finish_seed, quiet, study_args, validation_data  # noqa: E402
+import train
+from research.studies.study import DEVICE, finish_seed, study_args, studied_run, validation_data
 
 BRANCHES = {  # name: augmentation of the last phase (rotation degrees, shift pixels, scale)
     "default": (7.0, 1.0, 0.1),
@@ -25,35 +23,27 @@ BRANCHES = {  # name: augmentation of the last phase (rotation degrees, shift pi
 }
 
 
-def main():
-    a = study_args(("--branches", "default,no_aug,half_aug"))
-    device = DEVICE
+def main(argv=None):
+    a = study_args(argv, ("--branches", "default,no_aug,half_aug"))
     data = validation_data(a.data_dir)
     results = []
     for seed in a.seeds:
-        args, model, opt, sched, averaged = default_run(seed)
-        trunk_end = args.epochs - args.average_epochs
+        recipe, run = studied_run(seed)
+        trunk_end = recipe.epochs - recipe.average_epochs
         t0 = time.time()
-        with quiet():
-            for epoch in range(trunk_end):
-                record = train.train_and_test(epoch, model, opt, averaged, data, args, device)
-                sched.step()
-        trunk = copy.deepcopy((model.state_dict(), opt.state_dict(), sched.state_dict()))
+        for _ in range(trunk_end):
+            record = train.train_epoch(run, recipe, data, DEVICE, log=False)
+        trunk = copy.deepcopy((run.model.state_dict(), run.optimizer.state_dict(), run.scheduler.state_dict()))
         row = {"seed": seed, "trunk_val_acc": record["test_acc"], "branches": {}}
         for name in a.branches.split(","):
             rotation, shift, scale = BRANCHES[name]
-            for part, state in zip((model, opt, sched), trunk):
+            for part, state in zip((run.model, run.optimizer, run.scheduler), trunk):
                 part.load_state_dict(state)
-            averaged = AveragedModel(model)
-            b = copy.copy(args)
-            b.rotation, b.shift, b.scale = rotation, shift, scale
+            run.averaged, run.epoch = AveragedModel(run.model), trunk_end  # a fresh average, from the trunk's end
+            branch = dataclasses.replace(recipe, rotation=rotation, shift=shift, scale=scale)
             torch.manual_seed(seed * 1000 + 1)  # every branch the same stream: batch order, angles drawn alike
-            accs = []
-            with quiet():
-                for epoch in range(trunk_end, args.epochs):
-                    accs.append(train.train_and_test(epoch, model, opt, averaged, data, b, device)["test_acc"])
-                    sched.step()
-            row["branches"][name] = accs
+            row["branches"][name] = [train.train_epoch(run, branch, data, DEVICE, log=False)["test_acc"]
+                                     for _ in range(trunk_end, recipe.epochs)]
         finish_seed(row, t0, results, a.out)
 
 

@@ -1,9 +1,8 @@
-"""What the study scripts under research/studies/ share: their command line, the held-out images they score on, and the
-recipe they studied (train.py's default before the EMA) built for one seed as train.py builds it (on the CPU; fp32 unless told)."""
+"""What the study scripts under research/studies/ share: their command line, the held-out images they score on,
+and the recipe they studied, built for one seed as train.py builds it (on the CPU)."""
 import argparse
-import contextlib
+import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -13,11 +12,14 @@ import train
 from mnist import hold_out, load_mnist
 from rundir import write_atomic
 
-VALIDATION = 10000  # held-out training images that score a study (train.py --validation 10000), never the test set
 DEVICE = torch.device("cpu")
+# The recipe the studies ran and compared against: train.py's default before the EMA became the default, whose
+# readout is the equal-weight average after epochs 12, 13 and 14. Pinned, so that the committed commands
+# reproduce; scored on 10,000 held-out training images, never on the test set.
+STUDIED = train.Recipe(ema=0.0, average_epochs=3, validation=10000, precision="fp32")
 
 
-def study_args(*extra):
+def study_args(argv, *extra):
     """SEEDS (as train.py --seeds takes them) OUT.json [--data-dir DIR], plus any (flag, default) pairs in extra."""
     p = argparse.ArgumentParser()
     p.add_argument("seeds", type=train.parse_seeds)
@@ -25,30 +27,17 @@ def study_args(*extra):
     p.add_argument("--data-dir", default="../shared/data")
     for flag, default in extra:
         p.add_argument(flag, default=default)
-    return p.parse_args()
-
-
-@contextlib.contextmanager
-def quiet():
-    """train.py's epoch log and progress bars, discarded: a study prints one row per seed."""
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-        yield
+    return p.parse_args(argv)
 
 
 def validation_data(data_dir):
-    return hold_out(load_mnist(data_dir, DEVICE), VALIDATION)
+    return hold_out(load_mnist(data_dir, DEVICE), STUDIED.validation)
 
 
-# The recipe the studies ran and compared against: train.py's defaults before the EMA became the default, whose
-# readout is the equal-weight average after epochs 12, 13 and 14. Pinned, so that the committed commands reproduce.
-STUDIED_READOUT = ["--ema", "0", "--average-epochs", "3"]
-
-
-def default_run(seed, precision="fp32"):
-    """The studied recipe's args for `seed`, and its seeded network, optimizer, schedule and weight average."""
-    args = train.parse_args(["--seed", str(seed), "--validation", str(VALIDATION), "--precision", precision,
-                             *STUDIED_READOUT])
-    return (args, *train.build(args, seed, DEVICE))
+def studied_run(seed, **changes):
+    """The studied recipe (with `changes`) and its seeded network, optimizer, schedule and weight average."""
+    recipe = dataclasses.replace(STUDIED, **changes)
+    return recipe, train.new_run(recipe, seed, DEVICE)
 
 
 def finish_seed(row, started, results, out):

@@ -1,0 +1,61 @@
+"""research/benchmark.py on a tiny synthetic MNIST: `ours` is train.py's own run, the classic pipeline its own
+network, the job estimate, the benchmark/1 record, one-line errors."""
+import json
+
+import pytest
+import torch
+
+import train
+from research import benchmark, records
+from test_train import assert_one_line_error
+
+
+def test_benchmark_ours_is_exactly_train_py_and_its_record_follows_the_schema(tiny_data, tmp_path, capsys):
+    """The classic pipeline (its dropout, its DataLoader) must not shift the random numbers `ours` trains with:
+    the benchmark's `ours` epochs are the first epochs of `python train.py --seed N`, a 15-epoch run."""
+    out = tmp_path / "bench.json"
+    argv = ["--data-dir", str(tiny_data), "--epochs", "3", "--device", "cpu", "--workers", "0", "--seed", "5", "--out", str(out)]
+    assert benchmark.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert train.main(["--data-dir", str(tiny_data), "--out-dir", str(tmp_path / "run"), "--device", "cpu", "--seed", "5"]) == 0
+    capsys.readouterr()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    record = records.validate(json.loads(out.read_text()), str(out))
+    ours = record["pipelines"]["ours"]
+    assert len(metrics["epochs"]) == 15 and ours["test_acc"] == [e["test_acc"] for e in metrics["epochs"][:3]]
+    assert len(record["pipelines"]["classic"]["test_acc"]) == 3 and record["epochs"] == 3
+    assert ours["precision"] == metrics["precision"] and record["pipelines"]["classic"]["precision"] == "fp32"
+    assert record["log"] in printed and record["command"].startswith("python -m research.benchmark --data-dir")
+    assert "weight averaging in a job's epochs 6-14" in printed  # not timed in 3 epochs, so timed on its own
+    assert "speed-up" in printed and "15-epoch job" in printed and "peak RSS" in printed
+    assert f"{record['speedup_job']:.2f}x for a 15-epoch job" in printed
+    code = benchmark.main(argv)  # a record is never replaced
+    assert_one_line_error(code, capsys.readouterr().err, f"--out {out} exists")
+
+
+def test_benchmark_classic_pools_with_torchs_own_max_pool():
+    """The published pipeline gets torch's nn.MaxPool2d, not model.py's faster one: its speed is its own."""
+    net = benchmark.with_torchs_max_pool(train.new_run(train.Recipe(), 1, torch.device("cpu"))).model
+    pools = [m for m in net.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 1 and type(pools[0]) is torch.nn.MaxPool2d
+    assert train.count_params(net) == 7830
+
+
+def test_benchmark_job_counts_weight_averaging_in_the_last_epochs_only():
+    """A 15-epoch job is the timed epochs, then each untimed one at the median of the timed epochs without
+    weight averaging, plus the averaging's cost in the averaged epochs only (not in all 15)."""
+    job_seconds = benchmark.job_seconds
+    assert job_seconds(2.0, [10.0, 12.0, 11.0], 15, tail=1.0, tail_from=12) == 2 + 33 + 12 * 11 + 3 * 1
+    assert job_seconds(2.0, [10.0, 12.0, 11.0], 15) == 2 + 33 + 12 * 11  # classic: no tail
+    timed = [10.0] * 12 + [11.0, 11.0, 11.0]  # a whole job timed: its own sum, nothing added
+    assert job_seconds(2.0, timed, 15, tail=1.0, tail_from=12) == 2 + sum(timed)
+    # 13 timed: epoch 12's averaging is in its time; the median is of epochs 0-11; 13 and 14 get the tail
+    assert job_seconds(0.0, [10.0] * 12 + [30.0], 15, tail=1.0, tail_from=12) == 150 + 2 * 11
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--epochs", "16"], ["--epochs must be 1 to 15", "python -m research.benchmark --help"]),
+    (["--data-dir", "/nonexistent", "--epochs", "1"], ["MNIST not found", "--data-dir"]),
+])
+def test_benchmark_bad_input_is_one_line_error(argv, words, capsys):
+    assert_one_line_error(benchmark.main(argv), capsys.readouterr().err, *words)

@@ -1,0 +1,41 @@
+"""The study scripts of research/studies/ run end to end on a tiny synthetic MNIST (50 images held out instead of
+10,000): a row per seed, with every readout or branch they promise."""
+import dataclasses
+import json
+
+import pytest
+
+from research.studies import branches, ema_last_phase, readouts, study
+
+
+@pytest.fixture(autouse=True)
+def few_held_out(monkeypatch):
+    monkeypatch.setattr(study, "STUDIED", dataclasses.replace(study.STUDIED, validation=50))
+
+
+def rows(script, tiny_data, tmp_path, *extra):
+    out = tmp_path / "out.json"
+    script.main(["1", str(out), "--data-dir", str(tiny_data), *extra])
+    return json.loads(out.read_text())
+
+
+def test_readouts(tiny_data, tmp_path, capsys):
+    [row] = rows(readouts, tiny_data, tmp_path)
+    assert set(row["readouts"]) == {"default", "last", "swa_from_9", "swa_from_6", "ema_0.999", "ema_0.9997",
+                                    "ema_0.9999"}
+    assert all(len(accs) == len(readouts.SCORED) for accs in row["readouts"].values())
+    assert json.loads(capsys.readouterr().out) == row  # the row, and nothing of train.py's log
+
+
+def test_ema_last_phase(tiny_data, tmp_path):
+    [row] = rows(ema_last_phase, tiny_data, tmp_path, "--precision", "fp32")
+    assert row["precision"] == "fp32" and set(row["readouts"]) == {"default", *ema_last_phase.EMAS}
+    assert all(len(accs) == len(readouts.SCORED) for accs in row["readouts"].values())
+
+
+def test_branches_finish_one_trunk_alike_when_their_recipes_are_alike(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setitem(branches.BRANCHES, "same_again", branches.BRANCHES["default"])
+    [row] = rows(branches, tiny_data, tmp_path, "--branches", "default,no_aug,same_again")
+    assert set(row["branches"]) == {"default", "no_aug", "same_again"}
+    assert all(len(accs) == 3 for accs in row["branches"].values())  # epochs 12-14
+    assert row["branches"]["same_again"] == row["branches"]["default"]  # the same trunk, the same random stream
