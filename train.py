@@ -480,7 +480,7 @@ def format_seed_summary(record):
 
 def parse_args(argv=None):
     """(Recipe, the other options) from the command line; any problem is a Fail."""
-    p = ArgumentParser(prog="train.py", description="Train the 7,830-parameter MNIST CNN.")
+    p = ArgumentParser(prog="python train.py", description="Train the 7,830-parameter MNIST CNN.")
     groups = {False: p.add_argument_group("the recipe"),
               True: p.add_argument_group("recipe-study knobs", "what recipe searches vary (research/); "
                                                                "their defaults are the recipe")}
@@ -524,7 +524,7 @@ def parse_args(argv=None):
 
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage dump
-        raise Fail(f"{message} (see python {self.prog} --help)")
+        raise Fail(f"{message} (see {self.prog} --help)")
 
 
 def parse_seeds(text):

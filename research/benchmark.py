@@ -101,7 +101,7 @@ def main(argv=None):
 
 
 def parse_args(argv):
-    p = train.ArgumentParser(prog="-m research.benchmark", description=__doc__.splitlines()[0])
+    p = train.ArgumentParser(prog="python -m research.benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="./data")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--epochs", type=int, default=3,

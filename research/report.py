@@ -228,7 +228,7 @@ def studies(records):
 
 def speed(records):
     out = ["## Speed", "",
-           "`benchmark.py`: the classic PyTorch-example pipeline (DataLoader, fp32, batch 128) against this "
+           "`python -m research.benchmark`: the classic PyTorch-example pipeline (DataLoader, fp32, batch 128) against this "
            "trainer's (data on the device, the precision the hardware computes natively, batch 64), same network, "
            "on 2-core CPUs. Seconds per epoch: the median of the measured epochs (train and test); a job: 15 "
            "epochs with start-up.", "",

@@ -93,7 +93,7 @@ def score(finals):
 
 
 def parse_args(argv=None):
-    p = train.ArgumentParser(prog="-m research.sweep",
+    p = train.ArgumentParser(prog="python -m research.sweep",
                              description="Search train.py recipes with Optuna, scored on held-out training images.")
     p.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw (default: %(default)s)")
     p.add_argument("--out-dir", default="./sweep", help="study journal, report and trial results (default: %(default)s)")
