@@ -1,7 +1,9 @@
 """MNIST for train.py: the four files parsed once into normalised tensors on the training device, a fixed
 held-out split for recipe searches, and the batched augmentation (rotation, shift, scale: one affine warp).
 """
+import errno
 import math
+import os
 import struct
 from pathlib import Path
 
@@ -17,6 +19,36 @@ class Fail(Exception):
     def __init__(self, message, code=2):
         super().__init__(message)
         self.code = code
+
+
+PERMISSION_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def in_container():
+    """Inside a container? This project's image sets MNIST_TRAINER_IMAGE; Docker creates /.dockerenv, Podman
+    /run/.containerenv."""
+    markers = ("/.dockerenv", "/run/.containerenv")
+    return bool(os.environ.get("MNIST_TRAINER_IMAGE")) or any(map(os.path.exists, markers))
+
+
+def write_permission_fix(path):
+    """How to make `path` (a folder, or where it would be created) writable, for a one-line error. In a container
+    the cause is almost always a -v mount that `docker run` created, owned by root, or owned by another uid."""
+    existing = Path(os.path.abspath(path))
+    while not existing.exists() and existing != existing.parent:  # the folder that would have to be written
+        existing = existing.parent
+    try:
+        owner = f"uid {existing.stat().st_uid}"
+    except OSError:
+        owner = "another user"
+    me = f"uid {os.getuid()}" if hasattr(os, "getuid") else "this user"
+    if owner == me:  # not whose it is: its mode, or a read-only file system (a -v mount with :ro)
+        return f"{existing} is this process's ({me}) but read-only: make it writable or pass another folder"
+    if in_container():
+        return (f"{existing} belongs to {owner} and this container runs as {me}: in Docker, create the host folders "
+                f"before docker run (mkdir -p data out; docker run creates missing ones owned by root) and run as "
+                f"their owner, docker run --user \"$(id -u):$(id -g)\" ... (or make the -v mount's folder writable)")
+    return f"{existing} belongs to {owner}, this process runs as {me}: fix its permissions or pass another folder"
 
 
 FILES = {"training": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -41,15 +73,35 @@ def load_mnist(data_dir, device):
 
 
 def download(root):
-    from torchvision.datasets import MNIST
-
+    """Download MNIST into root/MNIST/raw with torchvision. A folder that cannot be written is named as the cause
+    (checked before any network access), and the network is blamed only when the download itself failed."""
+    raw = root / "MNIST" / "raw"
     try:
+        raw.mkdir(parents=True, exist_ok=True)  # torchvision's first step too
+        if not os.access(raw, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(raw))
+        from torchvision.datasets import MNIST
+
         for train in (True, False):
             MNIST(root, train=train, download=True)
+    except OSError as e:
+        if e.filename is None or e.errno is None:  # a socket's or URL's error (refused, timed out): the network's
+            raise Fail(no_download_message(raw)) from None
+        if e.errno in PERMISSION_ERRORS:
+            raise Fail(f"MNIST not found in {raw}, and it cannot be downloaded there: {e.filename} is not writable "
+                       f"({e.strerror}): {write_permission_fix(e.filename)}; or pass --data-dir DIR where "
+                       "DIR/MNIST/raw/ holds the four files") from None
+        raise Fail(f"MNIST not found in {raw}, and writing the download failed: {e.filename} ({e.strerror}): "
+                   "free some space or fix the folder, or pass --data-dir DIR where DIR/MNIST/raw/ holds the "
+                   "four files") from None
     except Exception:
-        raise Fail(f"MNIST not found in {root / 'MNIST' / 'raw'} and the download failed (no network?): "
-                   "pass --data-dir DIR where DIR/MNIST/raw/ holds train-images-idx3-ubyte, "
-                   "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte") from None
+        raise Fail(no_download_message(raw)) from None
+
+
+def no_download_message(raw):
+    return (f"MNIST not found in {raw} and the download failed (no network?): "
+            "pass --data-dir DIR where DIR/MNIST/raw/ holds train-images-idx3-ubyte, "
+            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
 
 
 def read_idx(path, ndim):
