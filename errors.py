@@ -1,5 +1,8 @@
 """How this project's scripts fail: a problem the user can fix is one line and an exit code, never a traceback."""
+import errno
+import os
 import sys
+from pathlib import Path
 
 
 class Fail(Exception):
@@ -22,3 +25,33 @@ def exit_status(job, on_interrupt):
         on_interrupt(e)
         return getattr(e, "code", 130)
     return 0
+
+
+PERMISSION_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def in_container():
+    """Inside a container? This project's image sets MNIST_TRAINER_IMAGE; Docker creates /.dockerenv, Podman
+    /run/.containerenv."""
+    markers = ("/.dockerenv", "/run/.containerenv")
+    return bool(os.environ.get("MNIST_TRAINER_IMAGE")) or any(map(os.path.exists, markers))
+
+
+def write_permission_fix(path):
+    """How to make `path` (a folder, or where it would be created) writable, for a one-line error. In a container
+    the cause is almost always a -v mount that `docker run` created, owned by root, or owned by another uid."""
+    existing = Path(os.path.abspath(path))
+    while not existing.exists() and existing != existing.parent:  # the folder that would have to be written
+        existing = existing.parent
+    try:
+        owner = f"uid {existing.stat().st_uid}"
+    except OSError:
+        owner = "another user"
+    me = f"uid {os.getuid()}" if hasattr(os, "getuid") else "this user"
+    if owner == me:  # not whose it is: its mode, or a read-only file system (a -v mount with :ro)
+        return f"{existing} is this process's ({me}) but read-only: make it writable or pass another folder"
+    if in_container():
+        return (f"{existing} belongs to {owner} and this container runs as {me}: in Docker, create the host folders "
+                f"before docker run (mkdir -p data out; docker run creates missing ones owned by root) and run as "
+                f"their owner, docker run --user \"$(id -u):$(id -g)\" ... (or make the -v mount's folder writable)")
+    return f"{existing} belongs to {owner}, this process runs as {me}: fix its permissions or pass another folder"

@@ -1,7 +1,9 @@
 """MNIST for train.py: the four files parsed once into normalised tensors on the training device, a fixed
 held-out split for recipe searches, and the batched augmentation (rotation, shift, scale: one affine warp).
 """
+import errno
 import math
+import os
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -9,7 +11,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from errors import Fail
+from errors import PERMISSION_ERRORS, Fail, write_permission_fix
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -43,15 +45,35 @@ def load_mnist(data_dir, device):
 
 
 def download(root):
-    from torchvision.datasets import MNIST
-
+    """Download MNIST into root/MNIST/raw with torchvision. A folder that cannot be written is named as the cause
+    (checked before any network access), and the network is blamed only when the download itself failed."""
+    raw = root / "MNIST" / "raw"
     try:
+        raw.mkdir(parents=True, exist_ok=True)  # torchvision's first step too
+        if not os.access(raw, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(raw))
+        from torchvision.datasets import MNIST
+
         for train in (True, False):
             MNIST(root, train=train, download=True)
+    except OSError as e:
+        if e.filename is None or e.errno is None:  # a socket's or URL's error (refused, timed out): the network's
+            raise Fail(no_download_message(raw)) from None
+        if e.errno in PERMISSION_ERRORS:
+            raise Fail(f"MNIST not found in {raw}, and it cannot be downloaded there: {e.filename} is not writable "
+                       f"({e.strerror}): {write_permission_fix(e.filename)}; or pass --data-dir DIR where "
+                       "DIR/MNIST/raw/ holds the four files") from None
+        raise Fail(f"MNIST not found in {raw}, and writing the download failed: {e.filename} ({e.strerror}): "
+                   "free some space or fix the folder, or pass --data-dir DIR where DIR/MNIST/raw/ holds the "
+                   "four files") from None
     except Exception:
-        raise Fail(f"MNIST not found in {root / 'MNIST' / 'raw'} and the download failed (no network?): "
-                   "pass --data-dir DIR where DIR/MNIST/raw/ holds train-images-idx3-ubyte, "
-                   "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte") from None
+        raise Fail(no_download_message(raw)) from None
+
+
+def no_download_message(raw):
+    return (f"MNIST not found in {raw} and the download failed (no network?): "
+            "pass --data-dir DIR where DIR/MNIST/raw/ holds train-images-idx3-ubyte, "
+            "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
 
 
 def read_idx(path, ndim):

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from errors import Fail
+from errors import PERMISSION_ERRORS, Fail, write_permission_fix
 
 try:
     import fcntl
@@ -38,9 +38,10 @@ def prepare_out_dir(out_dir):
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise Fail(f"--out-dir {out_dir} cannot be created ({e.strerror}): pass a folder you can write to")
+        fix = write_permission_fix(out_dir) if e.errno in PERMISSION_ERRORS else "pass a folder you can write to"
+        raise Fail(f"--out-dir {out_dir} cannot be created ({e.strerror}): {fix}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise Fail(f"--out-dir {out_dir} is not writable: pass a folder you can write to")
+        raise Fail(f"--out-dir {out_dir} is not writable: {write_permission_fix(out_dir)}")
     return out_dir
 
 

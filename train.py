@@ -564,11 +564,41 @@ def print_resume_hint(argv, checkpoint):
 # ---------------------------------------------------------------------------------------------
 # device and precision
 
+# NVIDIA's minimum driver for each CUDA major release (CUDA minor version compatibility:
+# docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html).
+MIN_DRIVER = {11: "450", 12: "525", 13: "580"}
+
+
+def gpu_not_used_warning(environ, cuda_available, cuda_version, nvidia_devices):
+    """The one line to print when NVIDIA GPUs were given to this process (a container's --gpus, Kubernetes or the
+    NVIDIA runtime set NVIDIA_VISIBLE_DEVICES; CDI, --device and bare metal show /dev/nvidiaN) but torch cannot use
+    them, so that --device auto would train on the CPU with nothing said; else None. cuda_version: torch.version.cuda
+    (None for a CPU-only build of torch); nvidia_devices: the /dev/nvidiaN device files there are."""
+    visible = environ.get("NVIDIA_VISIBLE_DEVICES", "").strip()
+    requested = visible.lower() not in ("", "void", "none")  # void: Docker's --gpus 0, and CDI's setting
+    if cuda_available or not (requested or nvidia_devices):
+        return None
+    what = f"NVIDIA_VISIBLE_DEVICES={visible}" if requested else sorted(map(str, nvidia_devices))[0]
+    if cuda_version is None:
+        why = "this torch is a CPU-only build: install a CUDA build of torch"
+    else:
+        major = int(cuda_version.split(".")[0])
+        driver = (f"an NVIDIA driver of the R{MIN_DRIVER[major]} series or newer" if major in MIN_DRIVER
+                  else f"an NVIDIA driver for CUDA {major}")
+        why = (f"this torch is built for CUDA {cuda_version} and needs {driver} on the host (nvidia-smi shows the "
+               "driver's version), and in Docker the NVIDIA Container Toolkit with docker run --gpus all")
+    return f"warning: an NVIDIA GPU was given ({what}) but torch cannot use it, so this run trains on the CPU: {why}"
+
+
 def pick_device(name):
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
     if name == "auto":
         name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
+        warning = name == "cpu" and gpu_not_used_warning(os.environ, available["cuda"], torch.version.cuda,
+                                                          list(Path("/dev").glob("nvidia[0-9]*")))
+        if warning:
+            print(warning, file=sys.stderr)
     if not available[name]:
         raise Fail(f"--device {name} was requested but is not available here: use --device auto or --device cpu")
     torch.backends.cudnn.benchmark = name == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
