@@ -1,11 +1,11 @@
 """train.py's pieces and whole runs, on a tiny synthetic MNIST written in torchvision's layout."""
 import ast
-import contextlib
+import dataclasses
 import errno
-import io
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import struct
@@ -757,3 +757,17 @@ def test_copies_train_independent_networks_and_report_each(mnist, tmp_path, caps
     assert "Test accuracy of each copy: " in stdout and "3 copies: final mean" in stdout
     assert "Total params: 7,830" in stdout  # the table shows the one network
 
+
+
+def test_the_readmes_flags_table_gives_the_recipes_own_defaults():
+    """README's table of the recipe's flags is written by hand: it must name every user-facing knob with the default
+    Recipe declares, so that the two cannot drift apart."""
+    table = {m[1]: m[2].strip() for m in re.finditer(r"^\| `--([a-z-]+)[^|]*\| ([^|]+)\|", (ROOT / "README.md").read_text(), re.M)}
+    for f in dataclasses.fields(train.Recipe):
+        flag = f.name.replace("_", "-")
+        if f.metadata["study"]:
+            assert flag not in table, f"--{flag} is a study knob: README lists it apart, not in the user's table"
+        elif f.name == "average_epochs":
+            assert table[flag].startswith(str(train.Recipe().average_epochs) + " ")
+        else:
+            assert table[flag] == str(f.default), f"README says --{flag} defaults to {table[flag]}, Recipe {f.default}"

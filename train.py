@@ -41,7 +41,7 @@ from errors import Fail, exit_status
 from mnist import augment, hold_out, load_mnist
 from model import Net, count_params
 from plots import plot_curves, plot_seeds
-from rundir import RUN_FILES, locked, prepare_out_dir, refuse_to_overwrite, write_atomic
+from rundir import locked, prepare_out_dir, refuse_to_overwrite, write_atomic
 
 TARGET = 99.40  # % test accuracy a run must end at
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from research.records import TARGET, Invalid, at_target, finals, load_all, mean, miss_rate, std, summary
+from research.records import TARGET, Invalid, at_target, finals, load_all, mean, std, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE, PICTURE = "RESULTS.md", "docs/default_runs.png"

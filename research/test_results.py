@@ -8,7 +8,7 @@ import math
 import pytest
 
 import train
-from research import records, report
+from research import report
 from research.records import Invalid, at_target, load, load_all, mean, miss_rate, std, summary, validate
 
 
