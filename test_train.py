@@ -535,6 +535,15 @@ def test_multi_seed_run_writes_one_folder_per_seed_and_a_summary(mnist, tmp_path
     assert (out / "seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the seeds' curves, drawn
 
 
+def test_dry_run_is_one_batch_of_one_epoch_for_one_run_and_for_each_seed(mnist, tmp_path, capsys):
+    for extra in ([], ["--seeds", "1,2"]):
+        out = tmp_path / f"out{len(extra)}"
+        code, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--dry-run", *extra)
+        assert code == 0 and stdout.count("EPOCH: ") == (2 if extra else 1) and "EPOCH: 1" not in stdout
+        assert "Batch_id=0 " in stdout and "Batch_id=1 " not in stdout  # 96 images in batches of 32: the first only
+    assert [len(r["test_acc"]) for r in json.loads((out / "seeds.json").read_text())["runs"]] == [1, 1]
+
+
 @pytest.fixture
 def sigterm_stops():
     """What `python train.py` sets up before main(), for main() called in this process."""

@@ -406,8 +406,8 @@ def train_seeds(recipe, opts, device, data, precision_why, argv):
     try:
         for seed in opts.seeds:
             m = train_run(recipe, seed, data, device, out_dir=prepare_out_dir(out_dir / f"seed_{seed}"),
-                          test_batch_size=opts.test_batch_size, log_interval=opts.log_interval,
-                          precision_why=precision_why)
+                          dry_run=opts.dry_run, test_batch_size=opts.test_batch_size,
+                          log_interval=opts.log_interval, precision_why=precision_why)
             finished.append(m)
     finally:  # also on Ctrl-C: keep what finished and name what did not
         record["runs"] = [run for m in finished for run in seed_runs(m)]
