@@ -468,8 +468,8 @@ def confirm(study, args):
                 "--data-dir", args.data_dir, "--out-dir", str(out_dir)]
         print(f"confirming trial {r['number']} on the test set: {shlex.join(['python', 'train.py', *argv])}",
               flush=True)
-        opts = types.SimpleNamespace(out_dir=out_dir, seeds=args.seeds, test_batch_size=train.TEST_BATCH_SIZE,
-                                     log_interval=train.LOG_INTERVAL)
+        opts = types.SimpleNamespace(out_dir=out_dir, seeds=args.seeds, dry_run=False,
+                                     test_batch_size=train.TEST_BATCH_SIZE, log_interval=train.LOG_INTERVAL)
         train.train_seeds(recipe, opts, device, data, why, argv)
 
 
