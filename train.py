@@ -134,12 +134,12 @@ def train(argv):
         data = load_mnist(opts.data_dir, device)
         if recipe.validation:
             data = hold_out(data, recipe.validation)
+        settings = dict(dry_run=opts.dry_run, test_batch_size=opts.test_batch_size, log_interval=opts.log_interval,
+                        precision_why=precision_why)  # what train_run takes besides the recipe: the same for every seed
         if opts.seeds:
-            train_seeds(recipe, opts, device, data, precision_why, argv)
+            train_seeds(recipe, opts.seeds, data, device, out_dir, argv, **settings)
         else:
-            train_run(recipe, opts.seed, data, device, out_dir=out_dir, resume=opts.resume, dry_run=opts.dry_run,
-                      test_batch_size=opts.test_batch_size, log_interval=opts.log_interval,
-                      precision_why=precision_why)
+            train_run(recipe, opts.seed, data, device, out_dir=out_dir, resume=opts.resume, **settings)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -399,19 +399,18 @@ def out_of_memory(e, recipe, test_batch_size):
 # ---------------------------------------------------------------------------------------------
 # several seeds: one folder each, and seeds.json, a record in the schema of results/ (research/records.py)
 
-def train_seeds(recipe, opts, device, data, precision_why, argv):
-    out_dir = Path(opts.out_dir)
-    record = seeds_record(recipe, device, precision_why, argv)
+def train_seeds(recipe, seeds, data, device, out_dir, argv, **settings):
+    """One train_run per seed (settings: train_run's), each into out_dir/seed_N, then seeds.json and seeds.png."""
+    out_dir = Path(out_dir)
+    record = seeds_record(recipe, device, settings.get("precision_why"), argv)
     finished = []
     try:
-        for seed in opts.seeds:
-            m = train_run(recipe, seed, data, device, out_dir=prepare_out_dir(out_dir / f"seed_{seed}"),
-                          dry_run=opts.dry_run, test_batch_size=opts.test_batch_size,
-                          log_interval=opts.log_interval, precision_why=precision_why)
-            finished.append(m)
+        for seed in seeds:
+            finished.append(train_run(recipe, seed, data, device, out_dir=prepare_out_dir(out_dir / f"seed_{seed}"),
+                                      **settings))
     finally:  # also on Ctrl-C: keep what finished and name what did not
         record["runs"] = [run for m in finished for run in seed_runs(m)]
-        record["seeds_not_run"] = [s for s in opts.seeds if s not in {m["seed"] for m in finished}]
+        record["seeds_not_run"] = [s for s in seeds if s not in {m["seed"] for m in finished}]
         write_atomic(out_dir / "seeds.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
         if record["runs"]:
             plot_seeds(record, out_dir / "seeds.png", TARGET)

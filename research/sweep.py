@@ -24,7 +24,6 @@ import socket
 import statistics
 import sys
 import time
-import types
 import warnings
 from pathlib import Path
 
@@ -468,9 +467,7 @@ def confirm(study, args):
                 "--data-dir", args.data_dir, "--out-dir", str(out_dir)]
         print(f"confirming trial {r['number']} on the test set: {shlex.join(['python', 'train.py', *argv])}",
               flush=True)
-        opts = types.SimpleNamespace(out_dir=out_dir, seeds=args.seeds, dry_run=False,
-                                     test_batch_size=train.TEST_BATCH_SIZE, log_interval=train.LOG_INTERVAL)
-        train.train_seeds(recipe, opts, device, data, why, argv)
+        train.train_seeds(recipe, args.seeds, data, device, out_dir, argv, precision_why=why)
 
 
 def main(argv=None):
