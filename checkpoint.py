@@ -63,7 +63,7 @@ def check_same_recipe(saved, saved_seed, recipe, seed, path):
     ours = {**dataclasses.asdict(recipe), "seed": seed}
     missing = [k for k in ours if k not in {**saved, "seed": saved_seed}]
     if missing:
-        raise Fail(f"--resume {path} was written by an older train.py that did not record {flag(missing[0], '')}: "
+        raise Fail(f"--resume {path} was written by an older train.py that did not record --{missing[0].replace('_', '-')}: "
                    "it cannot be continued exactly; start a new run without --resume")
     theirs = {**{k: saved[k] for k in ours if k != "seed"}, "seed": saved_seed}
     differ = [k for k in ours if theirs[k] != ours[k]]

@@ -423,12 +423,17 @@ def seeds_record(recipe, device, precision_why, argv):
     return {"schema": "runs/1", "title": f"train.py --seeds on {device_name(device)}",
             "recipe_name": "default" if recipe == Recipe(precision=recipe.precision) else "custom",
             "recipe": dataclasses.asdict(recipe), "evaluated_on": "validation" if recipe.validation else "test",
-            "date": datetime.date.today().isoformat(), "commit": git_commit(), "device": device.type,
+            **provenance(device), "precision": recipe.precision, "precision_why": precision_why,
+            "seeds_drawn": "given on the command line", "command": shlex.join(["python", "train.py", *argv]),
+            "note": "", "runs": []}
+
+
+def provenance(device):
+    """The date, code, machine and torch of a record in results/ (research/benchmark.py writes them too)."""
+    return {"date": datetime.date.today().isoformat(), "commit": git_commit(), "device": device.type,
             "device_name": device_name(device),
             "torch_capability": torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else None,
-            "precision": recipe.precision, "precision_why": precision_why, "torch": str(torch.__version__),
-            "threads": torch.get_num_threads(), "seeds_drawn": "given on the command line",
-            "command": shlex.join(["python", "train.py", *argv]), "note": "", "runs": []}
+            "torch": str(torch.__version__), "threads": torch.get_num_threads()}
 
 
 def seed_runs(metrics):

@@ -24,7 +24,6 @@ import time
 START = time.perf_counter()  # before the imports: a 15-epoch job pays for them too
 
 import dataclasses
-import datetime
 import json
 import math
 import resource
@@ -208,10 +207,8 @@ def benchmark(argv):
                             "batch_size": r.batch_size, "epoch_seconds": seconds[name],
                             "median_epoch_seconds": median[name], "job_seconds": job[name],
                             "test_acc": accuracy[name]} for name, r in (("classic", classic), ("ours", recipe))}
-        record = {"schema": "benchmark/1", "date": datetime.date.today().isoformat(), "commit": train.git_commit(),
-                  "device": device.type, "device_name": train.device_name(device),
-                  "torch_capability": capability if device.type == "cpu" else None, "torch": str(torch.__version__),
-                  "threads": torch.get_num_threads(), "command": shlex.join(["python", "-m", "research.benchmark", *argv]),
+        record = {"schema": "benchmark/1", **train.provenance(device),
+                  "command": shlex.join(["python", "-m", "research.benchmark", *argv]),
                   "note": "", "recipe_name": "default", "epochs": bench.epochs, "pipelines": pipelines,
                   "speedup_job": speedup["job"], "speedup_epoch": speedup["epoch"], "log": "\n".join(log) + "\n"}
         write_atomic(bench.out, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
