@@ -13,7 +13,7 @@ try:
 except ImportError:  # Windows: no advisory locks, so runs into one --out-dir are not guarded against each other
     fcntl = None
 
-RUN_FILES = ("metrics.json", "checkpoint.pt", "curves.png")  # what one run writes to its folder
+RUN_FILES = ("metrics.json", "checkpoint.pt", "model.pt", "curves.png")  # what one run writes to its folder
 LOCK_FILE = ".train.lock"
 
 

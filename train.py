@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, save_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint, save_model
 from errors import Fail, exit_status
 from mnist import augment, hold_out, load_mnist
 from model import Net, count_params
@@ -163,7 +163,7 @@ def stop_on_sigterm(signum, frame):
 def train_run(recipe, seed, data, device, out_dir=None, resume=None, log=True, on_epoch=None, dry_run=False,
               test_batch_size=TEST_BATCH_SIZE, log_interval=LOG_INTERVAL, precision_why=None):
     """One training run of `recipe` from `seed`; returns its metrics (each epoch's record, the summary figures).
-    With out_dir: after each epoch a checkpoint and metrics.json there, and curves.png at the end. log: print the
+    With out_dir: after each epoch a checkpoint and metrics.json there; at the end model.pt and curves.png. log: print the
     documented log. on_epoch(record, run), if given, sees each epoch as it ends (the recipe search reports it)."""
     if log:
         print_summary_table()
@@ -190,6 +190,8 @@ def train_run(recipe, seed, data, device, out_dir=None, resume=None, log=True, o
             if on_epoch:
                 on_epoch(record, run)
         if out_dir:
+            if recipe.copies == 1:  # K copies are one grouped network, not a Net: no model.pt
+                save_model(out_dir / "model.pt", tested_network(run, recipe))
             plot_curves(metrics, out_dir / "curves.png", TARGET)
         if log and recipe.copies > 1:
             print(format_copies(metrics))
@@ -211,6 +213,17 @@ class Run:
     averaged: AveragedModel = None
     epoch: int = 0
     records: list = field(default_factory=list)
+
+
+def tested_network(run, recipe):
+    """The network the last finished epoch tested: the weight average (its BatchNorm statistics re-estimated there)
+    or the trained weights."""
+    return run.averaged.module if averages(run, recipe, run.epoch - 1) else run.model
+
+
+def averages(run, recipe, epoch):
+    """Does `epoch` update and test the weight average? The last average_epochs epochs do."""
+    return run.averaged is not None and epoch >= recipe.epochs - recipe.average_epochs
 
 
 def new_run(recipe, seed, device):
@@ -247,7 +260,7 @@ def train_epoch(run, recipe, data, device, log=True, dry_run=False, test_batch_s
     n = len(data.train_x)
     batches = torch.stack([torch.randperm(n, device=device) for _ in range(k)]).split(recipe.batch_size, dim=1)
     batches = batches[:1] if dry_run else batches
-    averaging = run.averaged is not None and epoch >= recipe.epochs - recipe.average_epochs
+    averaging = averages(run, recipe, epoch)
     joins_average = averaging_steps(len(batches), recipe) if averaging else set()
     loss_sum = torch.zeros((), device=device)  # running sums stay on the device: read back every log_interval
     correct = torch.zeros((), device=device, dtype=torch.long)

@@ -1,0 +1,122 @@
+"""Shifted copies at prediction time: does averaging the network's probabilities over the digit and copies of it
+moved by one pixel (or turned a little) predict better than the digit alone? Each seed's network is trained once by
+`python train.py --validation 10000 --seeds ...` (its seed_N/model.pt), then scored on the 10,000 held-out training
+images plainly and with each variant below: the differences are paired (one trained network per seed, no seed noise).
+Never on the test set.
+
+The plan, written on 2026-12-06 before any of the study's runs:
+- Variants (each averages the softmax probabilities of its copies; a shift moves the digit by exactly one pixel and
+  fills the uncovered edge with the background, a turn is train.py's affine warp):
+  shift4: the digit and its 4 one-pixel shifts (left, right, up, down), 5 copies;
+  shift8: the digit and its 8 one-pixel neighbours (diagonals too), 9 copies;
+  turn5: the digit and the digit turned by -5 and +5 degrees, 3 copies;
+  shift4_turn5: shift4's 5 copies and turn5's two turned ones, 7 copies.
+- Primary: shift4 against the plain prediction, final held-out accuracy, paired over at least 30 random seeds of the
+  default recipe (precision auto). It helps if the mean difference exceeds twice its standard error.
+- Another variant replaces shift4 only if it beats shift4 itself by more than twice the standard error of that paired
+  difference (it costs more copies).
+- Then, and only then, a confirmation on the test set with seeds drawn for it.
+
+    python -m research.studies.shifts RUNS_DIR [RUNS_DIR ...] OUT.json --data-dir ../shared/data
+
+RUNS_DIR: folders that train.py --seeds filled (seeds.json and seed_N/model.pt); OUT.json: a runs/1 record whose runs'
+test_acc is each network's own final held-out accuracy and whose readouts are the variants'.
+"""
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import train
+from checkpoint import load_network
+from mnist import MNIST_MEAN, MNIST_STD, hold_out, load_mnist, warp
+from rundir import write_atomic
+
+DEVICE = torch.device("cpu")
+SHIFT4 = [(1, 0), (-1, 0), (0, 1), (0, -1)]  # (right, down) in pixels
+SHIFT8 = SHIFT4 + [(1, 1), (1, -1), (-1, 1), (-1, -1)]
+TURN5 = [-5.0, 5.0]  # degrees
+VARIANTS = {  # name: (shifts, turns) besides the digit itself
+    "shift4": (SHIFT4, []),
+    "shift8": (SHIFT8, []),
+    "turn5": ([], TURN5),
+    "shift4_turn5": (SHIFT4, TURN5),
+}
+WHAT = {"shift4": "the digit and its 4 one-pixel shifts, probabilities averaged (5 copies)",
+        "shift8": "the digit and its 8 one-pixel neighbours (9 copies)",
+        "turn5": "the digit and the digit turned by -5 and +5 degrees (3 copies)",
+        "shift4_turn5": "shift4's 5 copies and turn5's 2 turned ones (7 copies)"}
+
+
+def shifted(x, right, down):
+    """Images (N, 1, H, W) moved `right` and `down` whole pixels; the uncovered edge is background (no wrap-around)."""
+    h, w = x.shape[-2:]
+    p = max(abs(right), abs(down))
+    padded = F.pad(x, (p, p, p, p), value=-MNIST_MEAN / MNIST_STD)
+    return padded[..., p - down:p - down + h, p - right:p - right + w]
+
+
+def turned(x, degrees):
+    n = len(x)
+    return warp(x, torch.full((n,), math.radians(degrees), device=x.device), torch.zeros(n, 2, device=x.device))
+
+
+@torch.no_grad()
+def log_probs(net, x, precision, batch_size=train.TEST_BATCH_SIZE):
+    """The network's log-probabilities (N, 10), in fp32, batched and autocast as train.evaluate does."""
+    out = []
+    for xb in x.split(batch_size):
+        with train.autocast(x.device, precision):
+            out.append(net(xb).float())
+    return torch.cat(out)
+
+
+def readouts(net, x, y, precision):
+    """{"plain": accuracy, variant: accuracy, ...} of one network on (x, y), in %."""
+    copies = {(0, 0): log_probs(net, x, precision)}
+    for right, down in SHIFT8:
+        copies[(right, down)] = log_probs(net, shifted(x, right, down), precision)
+    for degrees in TURN5:
+        copies[degrees] = log_probs(net, turned(x, degrees), precision)
+    accuracy = lambda lp: 100 * (lp.argmax(1) == y).sum().item() / len(y)
+    result = {"plain": accuracy(copies[(0, 0)])}
+    for name, (shifts, turns) in VARIANTS.items():
+        probs = torch.stack([copies[k].exp() for k in [(0, 0), *shifts, *turns]]).mean(0)
+        result[name] = accuracy(probs.log())
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m research.studies.shifts")
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--data-dir", default="../shared/data")
+    a = p.parse_args(argv)
+    batches = [json.loads((d / "seeds.json").read_text()) for d in a.runs]
+    first = batches[0]
+    assert all(b["recipe"] == first["recipe"] and b["precision"] == first["precision"] for b in batches)
+    data = hold_out(load_mnist(a.data_dir, DEVICE), first["recipe"]["validation"])
+    runs = []
+    for folder, batch in zip(a.runs, batches):
+        for run in batch["runs"]:
+            net = load_network(folder / f"seed_{run['seed']}" / "model.pt")
+            r = readouts(net, data.test_x, data.test_y, first["precision"])
+            # the plain readout is the run's own last Test set line: the same network, the same numbers
+            assert r.pop("plain") == run["test_acc"][-1], (run["seed"], run["test_acc"][-1])
+            runs.append({"seed": run["seed"], "copy": None, "test_acc": [run["test_acc"][-1]],
+                         "test_loss": [run["test_loss"][-1]], "seconds": run["seconds"],
+                         "readouts": {k: [v] for k, v in r.items()}})
+            print(json.dumps(runs[-1]), flush=True)
+    record = {**first, "title": f"shifted copies at prediction time, {len(runs)} random seeds, held-out images",
+              "command": "; ".join(b["command"] for b in batches) + "; python -m research.studies.shifts "
+                         + " ".join(map(str, a.runs)) + f" {a.out.name}",
+              "test_acc_epochs": [first["recipe"]["epochs"] - 1], "readouts_what": WHAT, "runs": runs}
+    record.pop("seeds_not_run", None)
+    write_atomic(a.out, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+
+
+if __name__ == "__main__":
+    main()
