@@ -113,21 +113,25 @@ def load_checkpoint(path, run, recipe, seed, device):
 def check_same_recipe(saved, saved_seed, recipe, seed, path):
     """A resumed run continues the checkpoint's run exactly, so its recipe and seed must be the checkpoint's: a knob
     that differs (or a default changed since) is refused, naming the flags that continue it."""
-    def flag(name, value):
-        dashed = name.replace("_", "-")
-        return f"--{'' if value else 'no-'}{dashed}" if isinstance(value, bool) else f"--{dashed} {value}"
-
     ours = {**dataclasses.asdict(recipe), "seed": seed}
     missing = [k for k in ours if k not in {**saved, "seed": saved_seed}]
     if missing:
         raise Fail(f"--resume {path} was written by an older train.py that did not record --{missing[0].replace('_', '-')}: "
                    "it cannot be continued exactly; start a new run without --resume")
-    theirs = {**{k: saved[k] for k in ours if k != "seed"}, "seed": saved_seed}
-    differ = [k for k in ours if theirs[k] != ours[k]]
-    if differ:
-        raise Fail(f"--resume {path} was trained with {' '.join(flag(k, theirs[k]) for k in differ)}, this run "
-                   f"has {' '.join(flag(k, ours[k]) for k in differ)}: pass the checkpoint's flags to "
+    theirs, ours = differing_flags({**saved, "seed": saved_seed}, ours)
+    if theirs:
+        raise Fail(f"--resume {path} was trained with {theirs}, this run has {ours}: pass the checkpoint's flags to "
                    "continue it exactly, or start a new run without --resume")
+
+
+def differing_flags(saved, ours):
+    """(theirs, ours): the knobs where two recipes (as dicts) differ, written as flags."""
+    def flag(name, value):
+        dashed = name.replace("_", "-")
+        return f"--{'' if value else 'no-'}{dashed}" if isinstance(value, bool) else f"--{dashed} {value}"
+
+    differ = [k for k in ours if saved.get(k) != ours[k]]
+    return " ".join(flag(k, saved.get(k)) for k in differ), " ".join(flag(k, ours[k]) for k in differ)
 
 
 def rng_states():

@@ -46,16 +46,27 @@ def prepare_out_dir(out_dir):
 
 
 @contextlib.contextmanager
-def locked(out_dir):
-    """Hold an advisory lock on out_dir for the whole run: a second run into it is refused, never interleaved.
-    The OS releases the lock when the process ends, however it ends, so a lock file left by a crash blocks nothing."""
-    with open(out_dir / LOCK_FILE, "a") as f:
+def claimed(folder, name=LOCK_FILE, wait=False):
+    """Hold an advisory lock on `folder` while the block runs, if no other process holds it (or, with wait, once it
+    is free): yields True, or False when another process holds it. The OS releases the lock when the process ends,
+    however it ends, so a lock file left by a crash blocks nothing."""
+    with open(Path(folder) / name, "a") as f:
         try:
             if fcntl:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+@contextlib.contextmanager
+def locked(out_dir, name=LOCK_FILE, wait=False):
+    """claimed(), or a Fail when another run holds the folder: a second run into it is refused, never interleaved."""
+    with claimed(out_dir, name, wait) as mine:
+        if not mine:
             raise Fail(f"--out-dir {out_dir} is in use by another train.py run: wait for it to end, "
-                       "or pass another --out-dir") from None
+                       "or pass another --out-dir")
         yield
 
 
@@ -63,27 +74,20 @@ def refuse_to_overwrite(args, out_dir):
     """A new run never replaces an earlier one: refused, unless it resumes the run there or --overwrite clears it."""
     if args.resume and Path(args.resume).resolve().parent == out_dir.resolve():
         return  # continuing the run that is there
-    folders = [out_dir / f"seed_{s}" for s in args.seeds] if args.seeds else [out_dir]
-    earlier = [f / name for f in folders for name in RUN_FILES] + ([out_dir / "seeds.json"] if args.seeds else [])
-    earlier = [path for path in earlier if path.exists()]
+    earlier = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
     if earlier and not args.overwrite:
-        raise Fail(already_there(earlier[0], args, out_dir))
-    for path in earlier:  # --overwrite: no file of the earlier run is left to be taken for one of this run's
+        raise Fail(f"{out_dir} already holds a run ({describe_run(out_dir)}): continue it with --resume "
+                   f"{out_dir / 'checkpoint.pt'}, pass another --out-dir, or add --overwrite to replace it")
+    remove(earlier)
+
+
+def remove(paths):
+    """--overwrite: no file of an earlier run is left to be taken for one of the new run's."""
+    for path in paths:
         try:
-            path.unlink()
+            path.unlink(missing_ok=True)
         except OSError as e:
             raise Fail(f"--overwrite could not remove {path} ({e.strerror}): remove it yourself") from None
-
-
-def already_there(found, args, out_dir):
-    """The refusal: what the earlier run is, and the ways on."""
-    folder = found.parent
-    what = "seeds.json of an earlier --seeds run" if found.name == "seeds.json" else describe_run(folder)
-    resume = f"continue it with --resume {folder / 'checkpoint.pt'}"
-    if args.seeds:  # --resume continues one run: a seed's folder on its own
-        seed_dir = out_dir / "seed_N"
-        resume = f"continue a seed on its own with --resume {seed_dir}/checkpoint.pt --out-dir {seed_dir} --seed N"
-    return f"{folder} already holds a run ({what}): {resume}, pass another --out-dir, or add --overwrite to replace it"
 
 
 def describe_run(folder):

@@ -11,6 +11,7 @@ import torchvision
 
 import errors
 import rundir
+import device
 import train
 from test_train import FAST, assert_one_line_error, no_download, run_main, write_mnist  # noqa: F401 (autouse)
 
@@ -21,7 +22,7 @@ GIVEN = {"NVIDIA_VISIBLE_DEVICES": "all"}  # what docker run --gpus all sets in 
 @pytest.mark.parametrize("environ, devices", [(GIVEN, []), ({}, ["/dev/nvidia0"]),
                                               ({"NVIDIA_VISIBLE_DEVICES": "GPU-5a1b,1"}, [])])
 def test_a_gpu_torch_cannot_use_is_one_line_naming_the_driver(environ, devices):
-    warning = train.gpu_not_used_warning(environ, False, "13.0", devices)
+    warning = device.gpu_not_used_warning(environ, False, "13.0", devices)
     assert warning.startswith("warning: ") and "\n" not in warning
     assert "R580 series or newer" in warning and "CUDA 13.0" in warning and "on the CPU" in warning
     assert (environ.get("NVIDIA_VISIBLE_DEVICES") or devices[0]) in warning
@@ -35,13 +36,13 @@ def test_a_gpu_torch_cannot_use_is_one_line_naming_the_driver(environ, devices):
     (GIVEN, True, ["/dev/nvidia0"]),  # the GPU works
 ])
 def test_no_warning_without_a_gpu_or_when_it_works(environ, cuda_available, devices):
-    assert train.gpu_not_used_warning(environ, cuda_available, "13.0", devices) is None
+    assert device.gpu_not_used_warning(environ, cuda_available, "13.0", devices) is None
 
 
 def test_the_warning_names_a_cpu_only_torch_and_other_cuda_releases():
-    assert "CPU-only build" in train.gpu_not_used_warning(GIVEN, False, None, [])
-    assert "R525 series" in train.gpu_not_used_warning(GIVEN, False, "12.8", [])
-    assert "driver for CUDA 14" in train.gpu_not_used_warning(GIVEN, False, "14.1", [])
+    assert "CPU-only build" in device.gpu_not_used_warning(GIVEN, False, None, [])
+    assert "R525 series" in device.gpu_not_used_warning(GIVEN, False, "12.8", [])
+    assert "driver for CUDA 14" in device.gpu_not_used_warning(GIVEN, False, "14.1", [])
 
 
 def test_device_auto_says_why_it_trains_on_the_cpu(monkeypatch, capsys):
@@ -49,12 +50,12 @@ def test_device_auto_says_why_it_trains_on_the_cpu(monkeypatch, capsys):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
-    assert train.pick_device("auto").type == "cpu"
+    assert device.pick_device("auto").type == "cpu"
     assert pick_device_stderr(capsys).count("R580") == 1
-    assert train.pick_device("cpu").type == "cpu"  # asked for the CPU: nothing to warn about
+    assert device.pick_device("cpu").type == "cpu"  # asked for the CPU: nothing to warn about
     monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "void")
     if not list(Path("/dev").glob("nvidia[0-9]*")):
-        assert train.pick_device("auto").type == "cpu"
+        assert device.pick_device("auto").type == "cpu"
         assert pick_device_stderr(capsys) == ""
 
 

@@ -20,8 +20,10 @@ import torchvision
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnist import MNIST_MEAN, MNIST_STD, augment, hold_out, load_mnist, warp
+import device
 import rundir
 import train
+from batch import format_seed_summary
 from research.records import validate
 from model import Net
 
@@ -277,12 +279,12 @@ def test_keep_freed_memory_takes_on_glibc_and_is_harmless_elsewhere(monkeypatch)
     import platform
 
     if platform.libc_ver()[0] == "glibc":
-        assert train.keep_freed_memory()
-    monkeypatch.setattr(train.ctypes, "CDLL", lambda name: object())  # a C library without mallopt (macOS)
-    assert train.keep_freed_memory() is False
-    monkeypatch.setattr(train.ctypes.util, "find_library", lambda name: None)  # no C library found (Windows)
-    monkeypatch.setattr(train.ctypes, "CDLL", lambda name: (_ for _ in ()).throw(TypeError("name")))
-    assert train.keep_freed_memory() is False
+        assert device.keep_freed_memory()
+    monkeypatch.setattr(device.ctypes, "CDLL", lambda name: object())  # a C library without mallopt (macOS)
+    assert device.keep_freed_memory() is False
+    monkeypatch.setattr(device.ctypes.util, "find_library", lambda name: None)  # no C library found (Windows)
+    monkeypatch.setattr(device.ctypes, "CDLL", lambda name: (_ for _ in ()).throw(TypeError("name")))
+    assert device.keep_freed_memory() is False
 
 
 def test_test_batch_size_changes_no_number(mnist, tmp_path, capsys):
@@ -481,14 +483,6 @@ def test_a_new_run_never_replaces_an_earlier_one_unless_told_to(mnist, tmp_path,
     assert json.loads((out / "metrics.json").read_text())["seed"] == 2
 
 
-def test_a_seeds_run_never_replaces_an_earlier_one(mnist, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1")[0] == 0
-    for seeds, holder in (("2,1", out / "seed_1"), ("3", out)):  # seed 1's folder; the summary, seeds.json
-        code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--seeds", seeds)
-        assert_one_line_error(code, err, f"{holder} already holds a run", "--resume", "--overwrite")
-
-
 def test_a_run_into_a_locked_out_dir_is_refused_and_a_crashed_holder_blocks_nothing(mnist, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -576,7 +570,7 @@ def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(
 def test_seed_summary_counts_every_run_against_the_target():
     record = {"seeds_not_run": [4], "runs": [
         {"seed": s, "copy": None, "test_acc": [99.0, a], "seconds": 1.0} for s, a in ((1, 99.40), (2, 99.50), (3, 99.30))]}
-    text = train.format_seed_summary(record)
+    text = format_seed_summary(record, train.TARGET)
     assert "final: mean 99.400 +- 0.100, min 99.30; 2/3 runs ended >= 99.40 %" in text
     assert "not finished: seeds 4" in text
 

@@ -13,34 +13,29 @@ trained ones, with BatchNorm statistics re-estimated for them: the average sits 
 valley that SGD bounces around in (its measured effect: RESULTS.md, History of the recipe).
 """
 import argparse
-import ctypes
-import ctypes.util
 import dataclasses
-import datetime
 import json
 import math
-import os
-import platform
 import re
 import shlex
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from tqdm import tqdm
 
+from batch import Batch, format_seed_summary, seeds_record
 from checkpoint import load_checkpoint, save_checkpoint, save_model
+from device import autocast, pick_device, pick_precision
 from errors import Fail, exit_status
 from mnist import augment, hold_out, load_mnist
 from model import Net, count_params
-from plots import plot_curves, plot_seeds
+from plots import plot_curves
 from rundir import locked, prepare_out_dir, refuse_to_overwrite, write_atomic
 
 TARGET = 99.40  # % test accuracy a run must end at
@@ -129,17 +124,21 @@ def train(argv):
     recipe.precision, precision_why = pick_precision(recipe.precision, device)
     print(f"precision: {recipe.precision} ({precision_why})")
     out_dir = prepare_out_dir(opts.out_dir)
+    settings = dict(dry_run=opts.dry_run, test_batch_size=opts.test_batch_size, log_interval=opts.log_interval,
+                    precision_why=precision_why)  # what train_run takes besides the recipe: the same for every seed
+    if opts.seeds:  # several processes may share a batch: each locks the seed it trains
+        train_seeds(recipe, opts.seeds, mnist_data(opts, recipe, device), device, out_dir, argv,
+                    overwrite=opts.overwrite, **settings)
+        return
     with locked(out_dir):
         refuse_to_overwrite(opts, out_dir)
-        data = load_mnist(opts.data_dir, device)
-        if recipe.validation:
-            data = hold_out(data, recipe.validation)
-        settings = dict(dry_run=opts.dry_run, test_batch_size=opts.test_batch_size, log_interval=opts.log_interval,
-                        precision_why=precision_why)  # what train_run takes besides the recipe: the same for every seed
-        if opts.seeds:
-            train_seeds(recipe, opts.seeds, data, device, out_dir, argv, **settings)
-        else:
-            train_run(recipe, opts.seed, data, device, out_dir=out_dir, resume=opts.resume, **settings)
+        train_run(recipe, opts.seed, mnist_data(opts, recipe, device), device, out_dir=out_dir, resume=opts.resume,
+                  **settings)
+
+
+def mnist_data(opts, recipe, device):
+    data = load_mnist(opts.data_dir, device)
+    return hold_out(data, recipe.validation) if recipe.validation else data
 
 
 class Interrupted(KeyboardInterrupt):
@@ -163,15 +162,15 @@ def stop_on_sigterm(signum, frame):
 def train_run(recipe, seed, data, device, out_dir=None, resume=None, log=True, on_epoch=None, dry_run=False,
               test_batch_size=TEST_BATCH_SIZE, log_interval=LOG_INTERVAL, precision_why=None):
     """One training run of `recipe` from `seed`; returns its metrics (each epoch's record, the summary figures).
-    With out_dir: after each epoch a checkpoint and metrics.json there; at the end model.pt and curves.png. log: print the
-    documented log. on_epoch(record, run), if given, sees each epoch as it ends (the recipe search reports it)."""
+    With out_dir: after each epoch a checkpoint and metrics.json there, model.pt after the last one (before them: a
+    complete metrics.json means a finished run), then curves.png. log: print the documented log. on_epoch(record, run), if given, sees each epoch as it ends (the recipe search reports it)."""
     if log:
         print_summary_table()
         print("---------------------------")
         print("device: ", device)
         print("---------------------------")
     run = new_run(recipe, seed, device)
-    metrics = new_metrics(recipe, seed, device, run.model, precision_why)
+    metrics = new_metrics(recipe, seed, device, run.model, precision_why, dry_run)
     metrics["epochs"] = run.records  # the one list: each epoch's record joins it as the epoch ends
     if resume:
         load_checkpoint(resume, run, recipe, seed, device)
@@ -179,10 +178,13 @@ def train_run(recipe, seed, data, device, out_dir=None, resume=None, log=True, o
             raise Fail(f"--resume {resume}: that run already finished its {recipe.epochs} epochs, nothing is left "
                        "to continue (its metrics.json has the results): start a new run without --resume")
     last_checkpoint = resume
+    end = 1 if dry_run else recipe.epochs
     try:
-        while run.epoch < (1 if dry_run else recipe.epochs):
+        while run.epoch < end:
             record = train_epoch(run, recipe, data, device, log, dry_run, test_batch_size, log_interval)
             finish_metrics(metrics)
+            if out_dir and run.epoch == end and recipe.copies == 1:  # K copies are one grouped network: no model.pt
+                save_model(out_dir / "model.pt", tested_network(run, recipe))
             if out_dir:
                 save_checkpoint(out_dir / "checkpoint.pt", run, recipe, seed, metrics)
                 write_atomic(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
@@ -190,8 +192,6 @@ def train_run(recipe, seed, data, device, out_dir=None, resume=None, log=True, o
             if on_epoch:
                 on_epoch(record, run)
         if out_dir:
-            if recipe.copies == 1:  # K copies are one grouped network, not a Net: no model.pt
-                save_model(out_dir / "model.pt", tested_network(run, recipe))
             plot_curves(metrics, out_dir / "curves.png", TARGET)
         if log and recipe.copies > 1:
             print(format_copies(metrics))
@@ -333,11 +333,6 @@ def side_by_side(x, copies):
     return x if copies == 1 else x.unflatten(0, (copies, -1)).flatten(1, 2).transpose(0, 1)
 
 
-def autocast(device, precision):
-    enabled = precision == "bf16" and device.type in ("cpu", "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 # ---------------------------------------------------------------------------------------------
 # testing
 
@@ -371,13 +366,13 @@ def print_summary_table():
     summary(Net(), (1, 28, 28), device="cpu")  # a throwaway copy: the trained model's BN stats stay clean
 
 
-def new_metrics(recipe, seed, device, model, precision_why):
+def new_metrics(recipe, seed, device, model, precision_why, dry_run):
     return {"params": count_params(model) // recipe.copies, "copies": recipe.copies, "seed": seed,
             "device": str(device), "torch": str(torch.__version__),  # a plain str: safe loading refuses TorchVersion
             "precision": recipe.precision, "precision_why": precision_why,
             "evaluated_on": f"validation ({recipe.validation} held-out training images)" if recipe.validation
             else "test",
-            "recipe": dataclasses.asdict(recipe),
+            "recipe": dataclasses.asdict(recipe), "dry_run": dry_run, "threads": torch.get_num_threads(),
             "total_seconds": 0.0, "final_test_acc": None, "best_test_acc": None, "epochs": []}
 
 
@@ -412,84 +407,23 @@ def out_of_memory(e, recipe, test_batch_size):
 # ---------------------------------------------------------------------------------------------
 # several seeds: one folder each, and seeds.json, a record in the schema of results/ (research/records.py)
 
-def train_seeds(recipe, seeds, data, device, out_dir, argv, **settings):
-    """One train_run per seed (settings: train_run's), each into out_dir/seed_N, then seeds.json and seeds.png."""
-    out_dir = Path(out_dir)
-    record = seeds_record(recipe, device, settings.get("precision_why"), argv)
-    finished = []
+def train_seeds(recipe, seeds, data, device, out_dir, argv, overwrite=False, **settings):
+    """One train_run per seed (settings: train_run's) into out_dir/seed_N, then seeds.json and seeds.png. Finished
+    seeds are skipped and a stopped one resumed from its checkpoint, so the same command continues a batch; several
+    processes running it share the seeds between them (batch.py)."""
+    batch = Batch(out_dir, recipe, seeds, settings.get("dry_run", False))
+    batch.check(overwrite)
+    record = seeds_record(recipe, "default" if recipe == Recipe(precision=recipe.precision) else "custom", device,
+                          settings.get("precision_why"), [a for a in argv if a != "--overwrite"])
     try:
-        for seed in seeds:
-            finished.append(train_run(recipe, seed, data, device, out_dir=prepare_out_dir(out_dir / f"seed_{seed}"),
-                                      **settings))
-    finally:  # also on Ctrl-C: keep what finished and name what did not
-        record["runs"] = [run for m in finished for run in seed_runs(m)]
-        record["seeds_not_run"] = [s for s in seeds if s not in {m["seed"] for m in finished}]
-        write_atomic(out_dir / "seeds.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
-        if record["runs"]:
-            plot_seeds(record, out_dir / "seeds.png", TARGET)
-        print(format_seed_summary(record))
+        for seed, folder in batch.claimed_seeds():
+            checkpoint = folder / "checkpoint.pt"
+            train_run(recipe, seed, data, device, out_dir=folder, resume=checkpoint if checkpoint.exists() else None,
+                      **settings)
+    finally:  # also on Ctrl-C: every finished seed of the folder, and the seeds not finished yet
+        record = batch.write_record(record, TARGET)
+        print(format_seed_summary(record, TARGET))
     return record
-
-
-def seeds_record(recipe, device, precision_why, argv):
-    """Where, with what and how the runs were made: every field but the runs themselves."""
-    return {"schema": "runs/1", "title": f"train.py --seeds on {device_name(device)}",
-            "recipe_name": "default" if recipe == Recipe(precision=recipe.precision) else "custom",
-            "recipe": dataclasses.asdict(recipe), "evaluated_on": "validation" if recipe.validation else "test",
-            **provenance(device), "precision": recipe.precision, "precision_why": precision_why,
-            "seeds_drawn": "given on the command line", "command": shlex.join(["python", "train.py", *argv]),
-            "note": "", "runs": []}
-
-
-def provenance(device):
-    """The date, code, machine and torch of a record in results/ (research/benchmark.py writes them too)."""
-    return {"date": datetime.date.today().isoformat(), "commit": git_commit(), "device": device.type,
-            "device_name": device_name(device),
-            "torch_capability": torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else None,
-            "torch": str(torch.__version__), "threads": torch.get_num_threads()}
-
-
-def seed_runs(metrics):
-    """A finished run as the record's runs: one, or one per copy of the network."""
-    epochs = metrics["epochs"]
-    if metrics["copies"] == 1:
-        return [{"seed": metrics["seed"], "copy": None, "test_acc": [e["test_acc"] for e in epochs],
-                 "test_loss": [e["test_loss"] for e in epochs], "seconds": metrics["total_seconds"]}]
-    return [{"seed": metrics["seed"], "copy": r["copy"], "test_acc": r["test_accs"], "test_loss": None,
-             "seconds": metrics["total_seconds"]} for r in metrics["copy_runs"]]
-
-
-def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:  # what lscpu calls the model name
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        return re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)[1].strip()
-    except (OSError, TypeError):
-        return platform.processor() or platform.machine() or None
-
-
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                              capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def format_seed_summary(record):
-    runs = [(r["seed"] if r["copy"] is None else f"{r['seed']}.{r['copy']}", r) for r in record["runs"]]
-    finals = [r["test_acc"][-1] for _, r in runs]
-    lines = ["", f"{'seed':>6} {'final %':>8} {'best %':>8} {'epochs>=' + str(TARGET):>14} {'seconds':>8}"]
-    lines += [f"{name:>6} {r['test_acc'][-1]:>8.2f} {max(r['test_acc']):>8.2f} "
-              f"{sum(a >= TARGET for a in r['test_acc']):>14} {r['seconds']:>8.1f}" for name, r in runs]
-    if finals:
-        spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
-        lines.append(f"final: mean {statistics.mean(finals):.3f} +- {spread:.3f}, min {min(finals):.2f}; "
-                     f"{sum(f >= TARGET for f in finals)}/{len(finals)} runs ended >= {TARGET:.2f} %")
-    if record["seeds_not_run"]:
-        lines.append(f"not finished: seeds {', '.join(map(str, record['seeds_not_run']))}")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,7 +469,7 @@ def parse_args(argv=None):
         if bad:
             raise Fail(f"{flag} must be within [-2**63, 2**64 - 1] (got {bad[0]})")
     if opts.seeds and opts.resume:
-        raise Fail("--resume continues one run: drop --seeds, or resume one seed's checkpoint on its own")
+        raise Fail("--resume continues one run; a --seeds batch is continued by its own command: drop --resume")
     return recipe, opts
 
 
@@ -562,8 +496,9 @@ def parse_seeds(text):
 
 
 def print_resume_hint(argv, checkpoint):
-    if "--seeds" in " ".join(argv):
-        print("\ninterrupted: the summary above names the seeds that did not finish", file=sys.stderr)
+    if "--seeds" in " ".join(argv):  # the same command continues the batch (without --overwrite, which restarts it)
+        cmd = shlex.join(["python", "train.py", *[a for a in argv if a != "--overwrite"]])
+        print(f"\ninterrupted: continue the batch with the same command: {cmd}", file=sys.stderr)
     elif not checkpoint:
         print("\ninterrupted before the first epoch ended: nothing to resume", file=sys.stderr)
     else:
@@ -576,96 +511,6 @@ def print_resume_hint(argv, checkpoint):
         cmd = shlex.join(["python", "train.py", *kept, "--resume", str(checkpoint)])
         print(f"\ninterrupted: the checkpoint of the last completed epoch is {checkpoint}\nresume with: {cmd}",
               file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------
-# device and precision
-
-# NVIDIA's minimum driver for each CUDA major release (CUDA minor version compatibility:
-# docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html).
-MIN_DRIVER = {11: "450", 12: "525", 13: "580"}
-
-
-def gpu_not_used_warning(environ, cuda_available, cuda_version, nvidia_devices):
-    """The one line to print when NVIDIA GPUs were given to this process (a container's --gpus, Kubernetes or the
-    NVIDIA runtime set NVIDIA_VISIBLE_DEVICES; CDI, --device and bare metal show /dev/nvidiaN) but torch cannot use
-    them, so that --device auto would train on the CPU with nothing said; else None. cuda_version: torch.version.cuda
-    (None for a CPU-only build of torch); nvidia_devices: the /dev/nvidiaN device files there are."""
-    visible = environ.get("NVIDIA_VISIBLE_DEVICES", "").strip()
-    requested = visible.lower() not in ("", "void", "none")  # void: Docker's --gpus 0, and CDI's setting
-    if cuda_available or not (requested or nvidia_devices):
-        return None
-    what = f"NVIDIA_VISIBLE_DEVICES={visible}" if requested else sorted(map(str, nvidia_devices))[0]
-    if cuda_version is None:
-        why = "this torch is a CPU-only build: install a CUDA build of torch"
-    else:
-        major = int(cuda_version.split(".")[0])
-        driver = (f"an NVIDIA driver of the R{MIN_DRIVER[major]} series or newer" if major in MIN_DRIVER
-                  else f"an NVIDIA driver for CUDA {major}")
-        why = (f"this torch is built for CUDA {cuda_version} and needs {driver} on the host (nvidia-smi shows the "
-               "driver's version), and in Docker the NVIDIA Container Toolkit with docker run --gpus all")
-    return f"warning: an NVIDIA GPU was given ({what}) but torch cannot use it, so this run trains on the CPU: {why}"
-
-
-def pick_device(name):
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
-    if name == "auto":
-        name = "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
-        warning = name == "cpu" and gpu_not_used_warning(os.environ, available["cuda"], torch.version.cuda,
-                                                          list(Path("/dev").glob("nvidia[0-9]*")))
-        if warning:
-            print(warning, file=sys.stderr)
-    if not available[name]:
-        raise Fail(f"--device {name} was requested but is not available here: use --device auto or --device cpu")
-    torch.backends.cudnn.benchmark = name == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
-    keep_freed_memory()
-    return torch.device(name)
-
-
-def keep_freed_memory():
-    """Let glibc keep the memory a training step frees for the next step instead of returning each freed block
-    over its adaptive threshold to the kernel, to be page-faulted in again: on a 2-core Xeon a 1-2 epoch run
-    took 180,000-450,000 page faults fewer and about 3 % less time an epoch, in bf16 and fp32, with the same
-    numbers. Linux with glibc only; elsewhere (macOS, Windows, musl) nothing changes."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 256 << 20))
-
-
-def pick_precision(requested, device):
-    """(precision, why); auto: see native_precision. On CUDA, fp32 means IEEE fp32 as on a CPU, not TF32
-    (cuDNN's default for fp32 convolutions), so GPU and CPU fp32 runs train alike."""
-    precision, why = native_precision(device) if requested == "auto" else (requested, "--precision " + requested)
-    if device.type == "cuda":
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
-    return precision, why
-
-
-def native_precision(device):
-    """bf16 autocast only where the hardware computes bf16 natively; elsewhere it is emulated and slower
-    than fp32 (3.5x a step on an AVX2-only CPU, and on GPUs before compute capability 8.0)."""
-    if device.type == "cuda":
-        cc = torch.cuda.get_device_capability(device)
-        native = cc >= (8, 0)
-        return ("bf16" if native else "fp32"), (f"{torch.cuda.get_device_name(device)}, compute capability "
-                                                f"{cc[0]}.{cc[1]}: bf16 {'native' if native else 'emulated'}")
-    if device.type == "cpu":
-        capability = torch.backends.cpu.get_cpu_capability()
-        units = [name for name, has in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported"))
-                 if getattr(torch.cpu, has, lambda: False)()]
-        # ONEDNN_MAX_CPU_ISA caps oneDNN's kernels below the hardware: below the bf16 ISAs, bf16 is emulated
-        cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-        if cap not in ("ALL", "DEFAULT") and not any(k in cap for k in ("BF16", "AMX", "FP16", "AVX10")):
-            units = []
-            capability += f", ONEDNN_MAX_CPU_ISA={cap}"
-        if units:
-            return "bf16", f"CPU with {' and '.join(units)} (torch capability {capability}): bf16 native"
-        return "fp32", f"CPU without AMX or AVX512-BF16 (torch capability {capability}): bf16 emulated"
-    return "fp32", f"{device.type}: bf16 autocast not used"
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ from tqdm import tqdm
 
 import mnist
 import train
+from batch import provenance
+from device import device_name
 from checkpoint import rng_states, set_rng_states
 from errors import Fail, exit_status
 from model import MaxPool2d
@@ -180,8 +182,8 @@ def benchmark(argv):
     job = {"classic": job_seconds(imports + setup["classic"], seconds["classic"], recipe.epochs),
            "ours": job_seconds(imports + setup["ours"], seconds["ours"], recipe.epochs, tail, averaged_from)}
     capability = torch.backends.cpu.get_cpu_capability()
-    where = f"cuda ({train.device_name(device)})" if device.type == "cuda" else \
-        f"{device.type} ({train.device_name(device)}, torch capability {capability})"
+    where = f"cuda ({device_name(device)})" if device.type == "cuda" else \
+        f"{device.type} ({device_name(device)}, torch capability {capability})"
     say()
     say(f"device: {where}  torch {torch.__version__}  threads {torch.get_num_threads()}  epochs {bench.epochs}")
     say(f"precision: classic fp32 (as published); ours {recipe.precision} ({precision_why})")
@@ -207,7 +209,7 @@ def benchmark(argv):
                             "batch_size": r.batch_size, "epoch_seconds": seconds[name],
                             "median_epoch_seconds": median[name], "job_seconds": job[name],
                             "test_acc": accuracy[name]} for name, r in (("classic", classic), ("ours", recipe))}
-        record = {"schema": "benchmark/1", **train.provenance(device),
+        record = {"schema": "benchmark/1", **provenance(device),
                   "command": shlex.join(["python", "-m", "research.benchmark", *argv]),
                   "note": "", "recipe_name": "default", "epochs": bench.epochs, "pipelines": pipelines,
                   "speedup_job": speedup["job"], "speedup_epoch": speedup["epoch"], "log": "\n".join(log) + "\n"}

@@ -34,6 +34,8 @@ import mnist
 import plots
 import rundir
 import train
+from batch import seed_runs
+from device import device_name
 from errors import Fail, exit_status
 
 # heartbeats, the retry callback and the matplotlib plots are "experimental" to Optuna: stable in use here
@@ -287,7 +289,7 @@ def check_settings(study, settings, args, machine, precision_why):
 def objective(trial, study, base, settings, args, device, data, precision_why):
     """Train the trial's recipe on every seed (held-out images as the test set); returns its score, or NaN
     (Optuna's failed trial) when a run fails, e.g. its loss diverged: the study goes on."""
-    machine = train.device_name(device)
+    machine = device_name(device)
     trial.set_user_attr("worker", worker_name())
     trial.set_user_attr("machine", machine)
     trial.set_user_attr("settings", settings)
@@ -305,7 +307,7 @@ def objective(trial, study, base, settings, args, device, data, precision_why):
             return float("nan")
         out = rundir.prepare_out_dir(args.out_dir / "trials" / f"{trial.number:04d}" / f"seed_{seed}")
         rundir.write_atomic(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=1)))
-        for run in train.seed_runs(metrics):
+        for run in seed_runs(metrics):
             finals[str(seed) if run["copy"] is None else f"{seed}.{run['copy']}"] = run["test_acc"][-1]
         trial.set_user_attr("finals", finals)
         # ask the pruner only at a seed's end (earlier epochs compare schedules, not recipes), and not after
@@ -349,7 +351,7 @@ def run_study(args):
     base = base_recipe(settings)  # the recipe's own range checks: --epochs 0, --copies 0 are one line here
     data = mnist.hold_out(mnist.load_mnist(args.data_dir, device), args.validation)
     study = open_study(args, base)
-    check_settings(study, settings, args, train.device_name(device), why)
+    check_settings(study, settings, args, device_name(device), why)
     started = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     print(f"study '{args.study_name}' in {where(args)}: {started} trials so far; adding {args.trials}, seeds "
           f"{args.seeds}{copies_note(args.copies)}, {args.epochs} epochs, precision {precision} ({why})", flush=True)

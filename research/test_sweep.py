@@ -22,6 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 import train
+from device import device_name
 from research import records, sweep
 from test_train import assert_one_line_error
 
@@ -359,7 +360,7 @@ def test_a_worker_whose_auto_precision_differs_from_the_study_s_is_refused(study
     code, out, err = run_sweep(capsys, *sweep_args(data, study, "--trials", 1))
     assert_one_line_error(code, err, f"trains in {stored} (trial 0, on ", f"--precision auto is {other}",
                           "bf16 emulated", f"pass --precision {stored} explicitly", "another --study-name",
-                          f"on {train.device_name(cpu())}")
+                          f"on {device_name(cpu())}")
     assert [(t.state, t.value) for t in trials(study)] == before
     code, out, err = run_sweep(capsys, *sweep_args(data, study, "--trials", 1, "--precision", stored))
     assert code == 0 and "(1 of 1 here): score" in out, err
