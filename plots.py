@@ -1,5 +1,5 @@
-"""The figures: a run's curves (curves.png), several seeds' accuracies (seeds.png), and the
-helpers research/sweep.py draws its plots with. Each file is written whole or not at all (rundir.write_atomic)."""
+"""The figures: a run's curves (curves.png), several seeds' accuracies (seeds.png), a trained network's mistakes
+(misclassified.png, confusion.png: evaluate.py), and the helpers research/sweep.py draws its plots with. Each file is written whole or not at all (rundir.write_atomic)."""
 from rundir import write_atomic
 
 
@@ -28,6 +28,39 @@ def plot_seeds(record, path, target):
     finish_accuracy_axes(ax, target, legend_columns=2 if len(record["runs"]) > 10 else 1)
     finals = [r["test_acc"][-1] for r in record["runs"]]
     save_figure(fig, f"{len(finals)} runs: final mean {sum(finals) / len(finals):.3f} %, min {min(finals):.2f} %", path)
+
+
+def plot_misclassified(examples, path, columns=10, at_most=200):
+    """The misclassified digits, (image 28 x 28, true, predicted, probability of the prediction) each, in a grid: all
+    of a trained network's ~50, the first `at_most` of a poorly trained one's thousands."""
+    plt = pyplot()
+    shown = examples[:at_most]
+    rows = max(1, -(-len(shown) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, true, predicted, p) in zip(axes.flat, shown):
+        ax.imshow(image, cmap="gray_r")
+        ax.set_title(f"{true} -> {predicted} ({p:.2f})", fontsize=8)
+    which = f"{len(examples)}" if len(shown) == len(examples) else f"the first {len(shown)} of {len(examples)}"
+    save_figure(fig, f"{which} misclassified test digits: true -> predicted (its probability)", path)
+
+
+def plot_confusion(confusion, path):
+    """The 10 x 10 confusion matrix, counts written in; the colour shows the mistakes (the diagonal would drown them)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    mistakes = confusion.clone().fill_diagonal_(0)
+    image = ax.imshow(mistakes, cmap="Reds")
+    for t in range(10):
+        for p in range(10):
+            n = int(confusion[t, p])
+            if n:
+                ax.text(p, t, str(n), ha="center", va="center", fontsize=7, color="black" if t != p else "tab:green")
+    ax.set_xticks(range(10)), ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit"), ax.set_ylabel("true digit")
+    fig.colorbar(image, ax=ax, label="test digits (off the diagonal)")
+    save_figure(fig, f"confusion matrix: {int(confusion.trace())} of {int(confusion.sum())} right", path)
 
 
 def pyplot():

@@ -305,30 +305,38 @@ def test_test_batch_size_changes_no_number(mnist, tmp_path, capsys):
 @pytest.mark.parametrize("extra", [["--average-epochs", "0"], ["--average-epochs", "2"]])
 def test_interrupted_run_resumed_with_the_printed_command_ends_like_an_uninterrupted_one(
         mnist, tmp_path, capsys, monkeypatch, extra):
+    """Stopped in the last of 3 epochs: with --average-epochs 2 the checkpoint holds an average in progress (epoch 1's
+    steps), which the resumed run must carry on, not restart."""
     args = ["--data-dir", mnist, "--out-dir", tmp_path / "whole", *FAST, "--epochs", "3", "--step-size", "1", *extra]
     assert run_main(capsys, *args)[0] == 0
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
 
-    evaluate, calls = train.evaluate, []
-
-    def interrupt_in_second_epoch(*a):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # what Ctrl-C raises
-        return evaluate(*a)
-
-    monkeypatch.setattr(train, "evaluate", interrupt_in_second_epoch)
+    monkeypatch.setattr(train, "evaluate", interrupt_at_call(3, train.evaluate))  # the test of epoch 2
     args[3] = tmp_path / "cut"
     code, _, err = run_main(capsys, *args)
     assert code == 130
-    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs"][-1]["epoch"] == 0
-    monkeypatch.setattr(train, "evaluate", evaluate)
-    assert not list((tmp_path / "cut").glob("*.tmp"))
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs"][-1]["epoch"] == 1
+    monkeypatch.undo()
+    assert not list((tmp_path / "cut").glob("*.tmp")) and not (tmp_path / "cut" / "model.pt").exists()
     command = err.strip().splitlines()[-1].removeprefix("resume with: ")
     assert f"--resume {tmp_path / 'cut' / 'checkpoint.pt'}" in command
     assert run_main(capsys, *shlex.split(command)[2:])[0] == 0
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert comparable(resumed) == comparable(whole)
+    assert (tmp_path / "cut" / "model.pt").read_bytes() == (tmp_path / "whole" / "model.pt").read_bytes()
+
+
+def interrupt_at_call(n, function):
+    """`function`, raising KeyboardInterrupt (what Ctrl-C raises) at its n-th call instead."""
+    calls = []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return function(*a, **kw)
+
+    return interrupted
 
 
 def test_real_stop_signals_keep_the_last_checkpoint_and_print_the_resume_command(mnist, tmp_path, capsys):
@@ -560,11 +568,80 @@ def test_interrupted_multi_seed_run_reports_what_finished_and_names_the_rest(
 
     monkeypatch.setattr(train, "train_run", interrupted_at_seed_2)
     out = tmp_path / "out"
-    got, stdout, _ = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1-3")
+    got, stdout, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1-3")
     assert got == code
     summary = json.loads((out / "seeds.json").read_text())
     assert [r["seed"] for r in summary["runs"]] == [1] and summary["seeds_not_run"] == [2, 3]
     assert "not finished: seeds 2, 3" in stdout
+    assert "continue the batch with the same command: python train.py " in err
+
+
+def test_the_same_command_continues_a_stopped_batch_exactly(mnist, tmp_path, capsys, monkeypatch):
+    """Stopped in seed 2's last epoch, with its weight average in progress: the same command skips seed 1, resumes
+    seed 2 from its checkpoint, trains seed 3, and every seed ends with the numbers of an uninterrupted batch."""
+    batch = ["--data-dir", mnist, *FAST, "--epochs", "3", "--step-size", "1", "--seeds", "1-3"]
+    assert run_main(capsys, *batch, "--out-dir", tmp_path / "whole")[0] == 0
+    stopped = [*batch, "--out-dir", tmp_path / "cut"]
+    monkeypatch.setattr(train, "evaluate", interrupt_at_call(6, train.evaluate))  # seed 2's third test
+    code, _, err = run_main(capsys, *stopped)
+    monkeypatch.undo()
+    assert code == 130 and json.loads((tmp_path / "cut" / "seeds.json").read_text())["seeds_not_run"] == [2, 3]
+    assert err.strip().endswith(shlex.join(["python", "train.py", *map(str, stopped)]))  # "the same command"
+    code, stdout, _ = run_main(capsys, *stopped)
+    assert code == 0 and stdout.count("EPOCH: 0") == 1 and stdout.count("EPOCH: 2") == 2  # seed 3 whole, seed 2's last
+    for seed in (1, 2, 3):
+        whole, cut = (json.loads((tmp_path / d / f"seed_{seed}" / "metrics.json").read_text()) for d in ("whole", "cut"))
+        assert comparable(cut) == comparable(whole), seed
+    record = json.loads((tmp_path / "cut" / "seeds.json").read_text())
+    assert [r["seed"] for r in record["runs"]] == [1, 2, 3] and record["seeds_not_run"] == []
+    code, stdout, _ = run_main(capsys, *stopped)  # a finished batch: its summary, nothing trained
+    assert code == 0 and "EPOCH" not in stdout and "final: mean" in stdout and "not finished" not in stdout
+
+
+def test_a_batch_of_another_recipe_is_refused_and_overwrite_starts_it_afresh(mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    batch = ["--data-dir", mnist, "--out-dir", out, *FAST, "--epochs", "1", "--seeds", "1,2"]
+    assert run_main(capsys, *batch)[0] == 0
+    earlier = (out / "seeds.json").read_bytes()
+    code, _, err = run_main(capsys, *batch, "--lr", "0.02")
+    assert_one_line_error(code, err, f"{out} holds a --seeds batch trained with --lr 0.05, this command has --lr 0.02",
+                          "another --out-dir", "--overwrite")
+    code, _, err = run_main(capsys, *batch, "--dry-run")
+    assert_one_line_error(code, err, "holds a batch of whole runs", "--overwrite")
+    assert (out / "seeds.json").read_bytes() == earlier
+    code, stdout, _ = run_main(capsys, *batch, "--lr", "0.02", "--overwrite")
+    assert code == 0 and stdout.count("EPOCH: 0") == 2
+    assert json.loads((out / "seeds.json").read_text())["recipe"]["lr"] == 0.02
+    code, stdout, _ = run_main(capsys, *batch, "--lr", "0.02", "--seeds", "1-3")  # a longer list extends the batch
+    assert code == 0 and stdout.count("EPOCH: 0") == 1
+    assert [r["seed"] for r in json.loads((out / "seeds.json").read_text())["runs"]] == [1, 2, 3]
+
+
+def test_processes_share_a_batch_and_a_killed_ones_seed_is_taken_up(mnist, tmp_path):
+    """Real processes, one thread each: two started at once train each seed once; a process killed with SIGKILL
+    leaves its seed to the others, and every seed ends with the same numbers as where nothing was killed."""
+    command = [sys.executable, "train.py", "--data-dir", str(mnist), *FAST, "--epochs", "3", "--step-size", "1",
+               "--seeds", "1-4", "--log-interval", "100"]
+    start = lambda out: subprocess.Popen([*command, "--out-dir", str(out)], cwd=ROOT, env={**os.environ,
+                                         "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shared = [start(tmp_path / "shared") for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in shared]
+    assert [p.returncode for p in shared] == [0, 0]
+    assert sum(out.count("EPOCH: 0") for out in outputs) == 4 and all(out.count("EPOCH: 0") for out in outputs)
+    killed = [start(tmp_path / "killed") for _ in range(2)]
+    deadline = time.time() + 60
+    while not list((tmp_path / "killed").glob("seed_*/checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.02)
+    killed[0].kill()  # SIGKILL: no handler runs, the OS drops its locks
+    assert killed[0].wait() == -signal.SIGKILL and killed[1].wait(timeout=120) == 0
+    later = start(tmp_path / "killed")
+    assert later.wait(timeout=120) == 0
+    for seed in (1, 2, 3, 4):
+        a, b = (json.loads((tmp_path / d / f"seed_{seed}" / "metrics.json").read_text()) for d in ("shared", "killed"))
+        assert comparable(a) == comparable(b), seed
+    for folder in ("shared", "killed"):
+        record = json.loads((tmp_path / folder / "seeds.json").read_text())
+        assert sorted(r["seed"] for r in record["runs"]) == [1, 2, 3, 4] and record["seeds_not_run"] == []
 
 
 def test_seed_summary_counts_every_run_against_the_target():
