@@ -487,6 +487,7 @@ def write_report(study, args):
     number = lambda v, digits=3: "" if v is None else f"{v:.{digits}f}"
     param = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
     failed = [r for r in rows if r["state"] == "fail"]  # listed as a count: they have no results to show
+    queued_again = {n for t in study.get_trials(deepcopy=False) for n in retry_history(t)}
     for r in rows:
         if r["state"] != "fail":
             lines.append(f"| {r['number']} | {r['state']} | {number(r['score'])} | {number(r['mean'])} | "
@@ -495,7 +496,9 @@ def write_report(study, args):
     if failed:
         first_failed = min(failed, key=lambda r: r["number"])
         error = first_failed["trial"].user_attrs.get("error", "interrupted")
-        lines += ["", f"{len(failed)} failed trial(s) not listed; the first: trial {first_failed['number']}, {error}"]
+        again = sum(r["number"] in queued_again for r in failed)
+        lines += ["", f"{len(failed)} failed trial(s) not listed{f' ({again} queued again)' if again else ''}; "
+                      f"the first: trial {first_failed['number']}, {error}"]
     md = args.out_dir / "sweep.md"
     rundir.write_atomic(md, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     if complete:

@@ -373,7 +373,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_its_recipe_retried_b
            "again" in out
     md = (tmp_path / "sweep.md").read_text()
     assert killed.number not in listed_in(md) and listed_in(md)[retry.number] == retry.state.name.lower()
-    assert f"1 failed trial(s) not listed; the first: trial {killed.number}, interrupted" in md
+    assert f"1 failed trial(s) not listed (1 queued again); the first: trial {killed.number}, interrupted" in md
 
 
 def kill_mid_trial(process, out):
