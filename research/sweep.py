@@ -13,6 +13,9 @@ The study lives in its storage: by default Optuna's journal file OUT_DIR/sweep.j
 on one machine share; with --storage URL (postgresql+psycopg://user:password@host/db) an Optuna RDB that
 several machines share. To search with several processes, run the same command several times, e.g.
 `for i in 1 2 3 4; do OMP_NUM_THREADS=1 python -m research.sweep ... & done; wait`: each adds --trials trials.
+A worker killed outright (SIGKILL, the OOM killer) leaves its trial running: in the journal, the next worker to
+start or to finish a trial on that machine sees that the trial's process is gone; on an RDB, its heartbeat stops.
+Either way the trial is failed and its recipe queued again (RETRIES times at most).
 """
 import dataclasses
 import json
@@ -84,8 +87,10 @@ if not set(SPACE) <= KNOBS or not set(ASKED_IF) <= set(SPACE) or not all(set(c) 
 VALIDATION = 10000  # held-out training images that score the trials
 SCORE = "mean - 2 std"  # of the seeds' final validation accuracies
 # a worker that dies without a word (killed, its machine gone) stops beating: after the grace period the next
-# trial to start anywhere marks its trial failed and queues it again (RDB storages only: the journal has none)
+# trial to start anywhere marks its trial failed and queues it again (RDB storages only: Optuna's journal has no
+# heartbeat, and retry_trials_of_killed_workers does that job there)
 HEARTBEAT = {"heartbeat_interval": 60, "grace_period": 180}
+RETRIES = 2  # times a killed worker's recipe is queued again: one that kills every worker (memory) is given up
 SETTINGS = ("seeds", "copies", "epochs", "validation", "precision")  # flags of the same names
 
 
@@ -144,7 +149,7 @@ def open_storage(args):
             try:
                 return optuna.storages.RDBStorage(
                     args.storage, engine_kwargs={"connect_args": connect}, **HEARTBEAT,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES))
             except sqlalchemy.exc.IntegrityError:
                 # processes that start on a new PostgreSQL database at once all create its tables, and all but
                 # one fail on a unique index of the catalog: by now the tables are there
@@ -290,7 +295,7 @@ def objective(trial, study, base, settings, args, device, data, precision_why):
     """Train the trial's recipe on every seed (held-out images as the test set); returns its score, or NaN
     (Optuna's failed trial) when a run fails, e.g. its loss diverged: the study goes on."""
     machine = device_name(device)
-    trial.set_user_attr("worker", worker_name())
+    trial.set_user_attr("worker", this_worker())
     trial.set_user_attr("machine", machine)
     trial.set_user_attr("settings", settings)
     recipe = suggest(trial, base)
@@ -318,8 +323,68 @@ def objective(trial, study, base, settings, args, device, data, precision_why):
     return score(list(finals.values()))
 
 
-def worker_name():
-    return f"{socket.gethostname()}:{os.getpid()}"
+def this_worker():
+    """What a trial records of the process that runs it, for ended_here(): the pid's start time tells this process
+    from a later one that the system gives the same pid."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start(os.getpid())}
+
+
+def process_start(pid):
+    """When process `pid` started, in clock ticks since boot (/proc/PID/stat's 22nd field); None where there is no
+    such process, or it has ended and waits for its parent to collect it (a zombie), or there is no /proc (not
+    Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, *fields = stat[stat.rindex(")") + 2:].split()  # after the command's name, which may hold spaces
+    return None if state == "Z" else int(fields[18])
+
+
+def ended_here(worker):
+    """Whether `worker` (a trial's this_worker()) was a process of this host that has ended: its pid is free, or
+    another process's. Other hosts' processes cannot be seen from here, nor can one whose start time is unknown
+    (not Linux), and older studies recorded the worker as 'host:pid' text: all those count as running."""
+    return isinstance(worker, dict) and worker["host"] == socket.gethostname() and worker["started"] is not None \
+        and process_start(worker["pid"]) != worker["started"]
+
+
+def retry_trials_of_killed_workers(study, finished_trial=None):
+    """Fail the running trials whose worker on this host ended without finishing them (SIGKILL, the OOM killer: no
+    code of theirs ran to fail them) and queue their recipes again, so that the study scores every recipe it
+    started. For the journal file, whose storage has no heartbeat; called as a worker starts and, as an Optuna
+    callback, after each trial, before the worker asks for its next."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if ended_here(trial.user_attrs.get("worker")) and failed_here(study, trial):
+            again = ", its recipe queued again" if queue_again(study, trial) else f", retried {RETRIES} times already"
+            print(f"trial {trial.number}: its worker (pid {trial.user_attrs['worker']['pid']}) ended without "
+                  f"finishing it: failed{again}", flush=True)
+
+
+def failed_here(study, trial):
+    """Mark a running trial failed; False where another worker did first (that one queues it again)."""
+    try:
+        study.tell(trial.number, state=TrialState.FAIL)
+    # ValueError: the trial was finished when tell looked; UpdateFinishedTrialError: by the time it wrote
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        return False
+    return True
+
+
+def queue_again(study, trial):
+    """Queue a failed trial's recipe again, RETRIES times at most, noting the trials it retries the way RDB
+    storages' RetryHeartbeatStaleTrialCallback does (in user attrs: enqueue_trial sets no system attrs)."""
+    history = [*retry_history(trial), trial.number]
+    if len(history) > RETRIES:
+        return False
+    study.enqueue_trial(trial.params, user_attrs={"failed_trial": history[0], "retry_history": history})
+    return True
+
+
+def retry_history(trial):
+    """The trials whose recipe `trial` runs again, the first one first: noted in user attrs by queue_again, in
+    system attrs by RetryHeartbeatStaleTrialCallback."""
+    return trial.user_attrs.get("retry_history", []) + trial.system_attrs.get("retry_history", [])
 
 
 class Progress:
@@ -355,8 +420,12 @@ def run_study(args):
     started = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     print(f"study '{args.study_name}' in {where(args)}: {started} trials so far; adding {args.trials}, seeds "
           f"{args.seeds}{copies_note(args.copies)}, {args.epochs} epochs, precision {precision} ({why})", flush=True)
+    callbacks = [Progress(args.trials)]
+    if args.storage is None:  # RDB storages notice killed workers by their heartbeat, other machines' ones too
+        retry_trials_of_killed_workers(study)
+        callbacks.append(retry_trials_of_killed_workers)
     study.optimize(lambda t: objective(t, study, base, settings, args, device, data, why), n_trials=args.trials,
-                   callbacks=[Progress(args.trials)])
+                   callbacks=callbacks)
     return study
 
 
@@ -420,6 +489,7 @@ def write_report(study, args):
     number = lambda v, digits=3: "" if v is None else f"{v:.{digits}f}"
     param = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
     failed = [r for r in rows if r["state"] == "fail"]  # listed as a count: they have no results to show
+    queued_again = {n for t in study.get_trials(deepcopy=False) for n in retry_history(t)}
     for r in rows:
         if r["state"] != "fail":
             lines.append(f"| {r['number']} | {r['state']} | {number(r['score'])} | {number(r['mean'])} | "
@@ -428,7 +498,9 @@ def write_report(study, args):
     if failed:
         first_failed = min(failed, key=lambda r: r["number"])
         error = first_failed["trial"].user_attrs.get("error", "interrupted")
-        lines += ["", f"{len(failed)} failed trial(s) not listed; the first: trial {first_failed['number']}, {error}"]
+        again = sum(r["number"] in queued_again for r in failed)
+        lines += ["", f"{len(failed)} failed trial(s) not listed{f' ({again} queued again)' if again else ''}; "
+                      f"the first: trial {first_failed['number']}, {error}"]
     md = args.out_dir / "sweep.md"
     rundir.write_atomic(md, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     if complete:

@@ -123,7 +123,7 @@ def test_two_commands_at_once_share_one_study_each_running_its_own_trials(finish
     done = trials(out, waiting=True)
     assert [t.state for t in done] == [TrialState.COMPLETE] * 4 + [TrialState.WAITING] * (len(sweep.FIRST) - 4)
     assert [t.params for t in done[:4]] == [first(k) for k in range(4)]
-    assert len({t.user_attrs["worker"] for t in done[:4]}) == 2  # both processes took trials
+    assert len({t.user_attrs["worker"]["pid"] for t in done[:4]}) == 2  # both processes took trials
     assert not list(out.rglob("*.tmp"))
 
 
@@ -183,7 +183,7 @@ def test_report_lists_every_finished_trial_counts_the_failed_and_trains_nothing(
     assert code == 0 and out.strip() == f"report: {study / 'sweep.md'}"
     md = (study / "sweep.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    listed = sorted((int(row.split(" | ")[0][2:]), row.split(" | ")[1]) for row in rows)
+    listed = sorted(listed_in(md).items())
     assert listed == [(t.number, t.state.name.lower()) for t in trials(study) if t.state != TrialState.FAIL]
     assert [state for _, state in listed].count("complete") == 4 and "pruned" in {s for _, s in listed}
     failed = [t.number for t in trials(study) if t.state == TrialState.FAIL]
@@ -192,6 +192,12 @@ def test_report_lists_every_finished_trial_counts_the_failed_and_trains_nothing(
     assert rows[0].startswith(f"| {best.number} | complete | {best.value:.3f} |")
     settings = best.user_attrs["settings"]
     assert sweep.train_command(sweep.confirm_recipe(best, settings)) in md
+
+
+def listed_in(md):
+    """The trials a sweep.md lists, {number: state}."""
+    rows = [line.split(" | ") for line in md.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    return {int(row[0][2:]): row[1] for row in rows}
 
 
 def test_train_command_names_only_what_differs_from_train_py_s_default():
@@ -326,6 +332,78 @@ def test_a_trial_whose_worker_died_is_failed_and_queued_again_by_the_next_worker
     done = trials(url)
     assert [t.state for t in done] == [TrialState.FAIL, TrialState.COMPLETE]
     assert done[1].params == first(0) and done[1].system_attrs["failed_trial"] == dead.number
+
+
+linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                reason="a worker's start time is read from /proc (Linux)")
+
+
+@linux_only
+def test_a_recorded_worker_has_ended_when_its_pid_is_free_or_another_process_s():
+    me = sweep.this_worker()
+    assert me["host"] == socket.gethostname() and me["pid"] == os.getpid() and not sweep.ended_here(me)
+    assert sweep.ended_here({**me, "started": me["started"] + 1})  # the pid given to a later process
+    child = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet collected: a zombie
+    gone = {**me, "pid": child.pid, "started": sweep.process_start(child.pid) or me["started"]}
+    assert sweep.ended_here(gone)
+    child.wait()
+    assert sweep.ended_here(gone)
+    assert not sweep.ended_here({**gone, "host": "elsewhere"})  # another machine's: not seen from here
+    assert not sweep.ended_here(f"{socket.gethostname()}:{child.pid}")  # an older study's worker: no start time
+
+
+@linux_only
+def test_a_worker_killed_mid_trial_has_its_trial_failed_and_its_recipe_retried_by_the_next_worker(tiny_data, tmp_path,
+                                                                                                   capsys):
+    """SIGKILL leaves no code to fail the trial, and the journal has no heartbeat: the next worker on the machine
+    sees the trial's process gone, fails the trial and queues its recipe again (after FIRST's, hence --trials)."""
+    argv = sweep_args(tiny_data, tmp_path, "--seeds", 1, "--trials", len(sweep.FIRST))
+    killed = kill_mid_trial(in_another_process(argv, tmp_path / "killed"), tmp_path)
+    code, out, err = run_sweep(capsys, *argv)
+    assert code == 0 and err == ""
+    done = trials(tmp_path)
+    assert [t.number for t in done if t.state not in (TrialState.COMPLETE, TrialState.PRUNED)] == [killed.number]
+    assert done[killed.number].state == TrialState.FAIL
+    [retry] = [t for t in done if "failed_trial" in t.user_attrs]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.number > killed.number
+    assert retry.params == killed.params == first(killed.number)  # the whole recipe, as queued
+    assert (retry.user_attrs["failed_trial"], retry.user_attrs["retry_history"]) == (killed.number, [killed.number])
+    pid = killed.user_attrs["worker"]["pid"]
+    assert f"trial {killed.number}: its worker (pid {pid}) ended without finishing it: failed, its recipe queued " \
+           "again" in out
+    md = (tmp_path / "sweep.md").read_text()
+    assert killed.number not in listed_in(md) and listed_in(md)[retry.number] == retry.state.name.lower()
+    assert f"1 failed trial(s) not listed (1 queued again); the first: trial {killed.number}, interrupted" in md
+
+
+def kill_mid_trial(process, out):
+    """SIGKILL `process` while it trains a trial of the study in `out`; returns that trial as the kill left it.
+    The journal's own lock is held from the look to the kill: the worker cannot finish the trial in between."""
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(out / "sweep.journal"))
+    while process.is_alive():
+        lock.acquire()
+        try:
+            trial = trial_trained_by(process.pid, out)
+            if trial:
+                os.kill(process.pid, signal.SIGKILL)
+                process.join()
+                return trial
+        finally:
+            lock.release()
+        time.sleep(0.02)
+    pytest.fail(f"the worker ended (exit code {process.exitcode}) before it was seen training a trial")
+
+
+def trial_trained_by(pid, out):
+    """The running trial of the study in `out` that process `pid` trains: it records the process as its worker and
+    has an epoch's accuracy (its recipe complete, not half sampled); None if none."""
+    try:
+        running = [t for t in trials(out) if t.state == TrialState.RUNNING]
+    except (FileNotFoundError, KeyError):  # no journal yet, or no study in it
+        return None
+    return next((t for t in running if t.user_attrs.get("worker", {}).get("pid") == pid and t.intermediate_values),
+                None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,5 +567,6 @@ def test_a_study_on_a_postgresql_server_is_joined_by_two_processes(postgres_url,
     done = trials(postgres_url)
     assert [t.state for t in done] == [TrialState.COMPLETE] * 2
     assert all(list(t.user_attrs["finals"]) == ["1", "2"] for t in done)
-    assert {t.user_attrs["worker"] for t in done} == {f"{socket.gethostname()}:{pid}" for pid in (os.getpid(), other.pid)}
+    assert {(t.user_attrs["worker"]["host"], t.user_attrs["worker"]["pid"]) for t in done} == \
+        {(socket.gethostname(), pid) for pid in (os.getpid(), other.pid)}
     assert (tmp_path / "a" / "sweep.md").is_file() and (tmp_path / "b" / "sweep.md").is_file()
