@@ -43,9 +43,9 @@ def evaluate_model(args):
     print(format_per_digit(confusion))
     print(format_confusion(confusion))
     wrong = (predicted != y).nonzero().flatten().cpu()
-    examples = [(x[i, 0].cpu(), int(y[i]), int(predicted[i]), float(probs[i, predicted[i]])) for i in wrong]
+    examples = [(x[i, 0].cpu().numpy(), int(y[i]), int(predicted[i]), float(probs[i, predicted[i]])) for i in wrong]
     plot_misclassified(examples, out_dir / "misclassified.png")
-    plot_confusion(confusion, out_dir / "confusion.png")
+    plot_confusion(confusion.numpy(), out_dir / "confusion.png")
     print(f"\n{len(wrong)} of {len(x)} test digits misclassified: {out_dir / 'misclassified.png'}, "
           f"{out_dir / 'confusion.png'}")
 

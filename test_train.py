@@ -644,6 +644,22 @@ def test_processes_share_a_batch_and_a_killed_ones_seed_is_taken_up(mnist, tmp_p
         assert sorted(r["seed"] for r in record["runs"]) == [1, 2, 3, 4] and record["seeds_not_run"] == []
 
 
+def test_a_batch_of_the_default_recipe_is_recorded_as_the_default(mnist, tmp_path, capsys):
+    """research/report.py's headline counts the records named "default": the name must come from the recipe itself
+    (whatever precision auto resolves to), and any changed knob makes it "custom"."""
+    for extra, name in (([], "default"), (["--rotation", "5"], "custom")):
+        out = tmp_path / f"out{len(extra)}"
+        assert run_main(capsys, "--data-dir", mnist, "--out-dir", out, "--device", "cpu", "--dry-run", "--seeds", "1",
+                        *extra)[0] == 0
+        assert json.loads((out / "seeds.json").read_text())["recipe_name"] == name
+
+
+def test_epochs_at_target_counts_the_epochs_at_or_above_the_target():
+    metrics = {"copies": 1, "epochs": [{"test_acc": a, "seconds": 1.0} for a in (99.39, 99.40, 99.52, 99.38)]}
+    train.finish_metrics(metrics)
+    assert metrics["epochs_at_target"] == 2 and metrics["final_test_acc"] == 99.38 and metrics["best_test_acc"] == 99.52
+
+
 def test_seed_summary_counts_every_run_against_the_target():
     record = {"seeds_not_run": [4], "runs": [
         {"seed": s, "copy": None, "test_acc": [99.0, a], "seconds": 1.0} for s, a in ((1, 99.40), (2, 99.50), (3, 99.30))]}

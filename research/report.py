@@ -305,7 +305,9 @@ def stale(root=ROOT):
     readme = root / "README.md"
     if readme.is_file():
         marked = [line for line in readme.read_text().splitlines() if HEADLINE_MARK in line]
-        if marked and not all(headline(records) in line for line in marked):
+        if not marked:
+            return f"README.md has no headline line (marked {HEADLINE_MARK}): put back `python -m research.report`'s headline"
+        if not all(headline(records) in line for line in marked):
             return f"README.md's headline line ({HEADLINE_MARK}) differs from `python -m research.report`'s: {headline(records)}"
     return None
 

@@ -127,5 +127,7 @@ def test_check_fails_on_a_stale_page_and_a_differing_readme_headline(tmp_path):
     line = report.headline(load_all(tmp_path / "results"))
     (tmp_path / "README.md").write_text(f"intro\n{line} {report.HEADLINE_MARK}\n")
     assert report.stale(tmp_path) is None
+    (tmp_path / "README.md").write_text(f"intro\n{line}\n")  # the marker deleted: the line is no longer checked
+    assert "README.md has no headline line" in report.stale(tmp_path)
     (tmp_path / "results" / "a.json").write_text(json.dumps(runs_record((99.50, 99.41))))
     assert report.stale(tmp_path).startswith("RESULTS.md is stale")
