@@ -5,8 +5,8 @@
 
 One line per image on stdout: `seven.png: 7 (99.2 %), then 1 (0.5 %)`, the digit, its probability, the runner-up.
 Each image becomes a digit as MNIST's own were (preprocess):
-  1. read with Pillow (PNG, JPEG, BMP, GIF, TIFF, WebP, up to 50 megapixels), made grey; transparent pixels become
-     paper: white under dark ink, black under light ink;
+  1. read with Pillow (PNG, JPEG, BMP, GIF, TIFF, WebP, up to 50 megapixels), turned upright as its EXIF says, made
+     grey; transparent pixels become paper: white under dark ink, black under light ink;
   2. inverted if its background is light (the border's median nearer the brightest pixel than the darkest): MNIST's
      digits are light on black; then stretched so that the background is 0 and the brightest ink 1;
   3. cropped to the ink's bounding box (ink fainter than 0.2, noise or paper texture, does not widen it), its longer
@@ -15,8 +15,8 @@ Each image becomes a digit as MNIST's own were (preprocess):
      pixel (14, 14), as in every MNIST image; normalised with MNIST's mean and std, as train.py's data.
 
 Exit status: 0 every image answered; 1 some answered, some not; 2 none answered, or a bad --model, --device or
-command line (then nothing is read). An image that cannot be answered (missing, not an image, damaged, over 50
-megapixels, blank) gets one line on stderr naming it, the cause and the fix; the others are still answered.
+command line (then nothing is read); 130 Ctrl-C. An image that cannot be answered (missing, not an image, damaged,
+over 50 megapixels, blank) gets one line on stderr naming it, the cause and the fix; the others are still answered.
 """
 import math
 import sys
@@ -188,7 +188,7 @@ def centred(digit, size=FIELD):
 def parse_args(argv):
     p = ArgumentParser(prog="python predict.py", description="Read the digit in each image with the trained network.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...), one digit each")
-    p.add_argument("--model", default="out/model.pt",
+    p.add_argument("--model", default="out/model.pt", metavar="PATH",
                    help="the trained network: a model.pt, or a finished run's checkpoint.pt (default: %(default)s)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu",
                    help="where the network runs (default: %(default)s; auto: cuda, else mps, else cpu)")
