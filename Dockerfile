@@ -24,7 +24,7 @@ RUN pip install --no-cache-dir -r requirements.txt -c requirements.lock \
     && mkdir -p /data /out \
     && chmod 1777 /data /out
 
-COPY batch.py checkpoint.py device.py errors.py model.py mnist.py plots.py rundir.py train.py ./
+COPY batch.py checkpoint.py device.py errors.py evaluate.py model.py mnist.py plots.py predict.py rundir.py train.py ./
 
 # Not root by default; docker run --user overrides it (numeric uid:gid, hadolint DL3066: no user entry needed).
 USER 1000:1000

@@ -14,17 +14,17 @@ class Fail(Exception):
 
 
 def exit_status(job, on_interrupt):
-    """A script's exit status: 0 when job() ends; for a Fail, its one-line message and code; for Ctrl-C or SIGTERM,
-    its code (130 or 143, as a shell reports a process those signals killed) after on_interrupt(exception)."""
+    """A script's exit status: job()'s own (0 when it returns none); for a Fail, its one-line message and code; for
+    Ctrl-C or SIGTERM, its code (130 or 143, as a shell reports a process those signals killed) after
+    on_interrupt(exception)."""
     try:
-        job()
+        return job() or 0
     except Fail as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     except KeyboardInterrupt as e:
         on_interrupt(e)
         return getattr(e, "code", 130)
-    return 0
 
 
 PERMISSION_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)

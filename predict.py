@@ -40,8 +40,7 @@ BOX, FIELD = 20, 28  # MNIST: the digit's longer side, and the field it is centr
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    status = []  # predict's own status when it returns; exit_status's when a Fail or Ctrl-C stops it
-    return exit_status(lambda: status.append(predict(argv)), lambda e: None) or status[0]
+    return exit_status(lambda: predict(argv), lambda e: None)
 
 
 def predict(argv):

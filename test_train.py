@@ -671,18 +671,19 @@ def test_seed_summary_counts_every_run_against_the_target():
 # ---------------------------------------------------------------------------------------------
 # the Docker image
 
-def test_the_docker_image_copies_every_module_train_py_imports():
-    """The image runs train.py on its own: a module of ours it leaves out would break only the image."""
+def test_the_docker_image_copies_every_module_the_scripts_import():
+    """The image runs train.py, evaluate.py and predict.py on their own: a module of ours it leaves out would break
+    only the image."""
     copied = next(line.split()[1:-1] for line in (ROOT / "Dockerfile").read_text().splitlines()
                   if line.startswith("COPY") and "train.py" in line)
-    needed, todo = set(), ["train.py"]
-    while todo:  # train.py's imports of our own modules, and theirs
+    needed, todo = set(), ["train.py", "evaluate.py", "predict.py"]
+    while todo:  # the scripts' imports of our own modules, and theirs
         needed.add(name := todo.pop())
         for node in ast.walk(ast.parse((ROOT / name).read_text())):
             modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                        [node.module] if isinstance(node, ast.ImportFrom) else [])
             todo += [f"{m}.py" for m in modules if (ROOT / f"{m}.py").is_file() and f"{m}.py" not in needed]
-    assert {"model.py", "mnist.py", "rundir.py"} < needed  # the walk finds what it should
+    assert {"model.py", "mnist.py", "rundir.py", "checkpoint.py"} < needed  # the walk finds what it should
     assert needed <= set(copied), f"Dockerfile's COPY leaves out {sorted(needed - set(copied))}"
 
 
