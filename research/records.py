@@ -40,17 +40,25 @@ runs/1: one set of runs of one recipe on one machine (train.py --seeds writes it
                       test_acc is the recipe's own readout
     trunk_acc         a branch study's trunk accuracy just before the branches
 
-benchmark/1: one run of research/benchmark.py (the classic PyTorch-example pipeline against ours).
+benchmark/1: one run of research/benchmark.py (the classic PyTorch-example pipeline against ours), or of
+research/throughput.py (runs an hour of one process against one single-thread process per core).
     schema, date, commit, device, device_name, torch_capability, torch, threads, command, note  (as above)
-    epochs          epochs each pipeline ran
+    epochs          epochs each pipeline ran (each run, for throughput)
+    log             the benchmark's raw output, verbatim
+  research/benchmark.py's:
     pipelines       {"classic": P, "ours": P}, P = {"precision": str, "precision_why": str | null,
                      "batch_size": int, "epoch_seconds": [float per measured epoch],
                      "median_epoch_seconds": float, "job_seconds": float (a 15-epoch job, start-up
                      included), "test_acc": [float per epoch] | null}
     speedup_job     classic job_seconds / ours job_seconds, as printed
     speedup_epoch   classic median epoch / ours median epoch, as printed
-    log             the benchmark's raw output, verbatim
-  Optional: recipe_name (the recipe "ours" trained), converted_from.
+  research/throughput.py's:
+    setups          {name: S}, S = {"processes": int, "threads": int (each process's), "recipe_name": str,
+                     "precision": str (what --precision auto chose),
+                     "runs": int, "seconds": float (wall clock, start-up to the last process's end),
+                     "runs_per_hour": float, "final_test_acc": [float per run], "run_seconds": [float per run]}
+    speedup_runs_per_hour  the last setup's runs an hour / the first's, as printed
+  Optional: recipe_name (the recipe "ours" trained, or the runs'), converted_from.
 
 study/1: a study's reports (a recipe search's tables, plot and log) kept beside the data.
     schema, title, date, commit, device, device_name, precision, torch, command, note (as above)
@@ -80,20 +88,23 @@ KINDS = {
     "runs/1": dict(COMMON, title=str, recipe_name=str, recipe=dict, evaluated_on=str,
                    torch_capability=(str, NULL), precision=str, precision_why=(str, NULL),
                    threads=(int, NULL), seeds_drawn=str, runs=list),
-    "benchmark/1": dict(COMMON, torch_capability=(str, NULL), threads=(int, NULL), epochs=int,
-                        pipelines=dict, speedup_job=NUM, speedup_epoch=NUM, log=str),
+    "benchmark/1": dict(COMMON, torch_capability=(str, NULL), threads=(int, NULL), epochs=int, log=str),
     "study/1": dict(COMMON, title=str, precision=str, files=list),
 }
 OPTIONAL = {
     "runs/1": {"test_acc_epochs": list, "readouts_what": dict, "seeds_not_run": list,
                "summary_as_published": dict, "log": str, "files": list, "converted_from": str},
-    "benchmark/1": {"recipe_name": str, "converted_from": str},
+    "benchmark/1": {"recipe_name": str, "converted_from": str, "pipelines": dict, "speedup_job": NUM,
+                    "speedup_epoch": NUM, "setups": dict, "speedup_runs_per_hour": NUM},
     "study/1": {"recipe_name": str, "converted_from": str},
 }
 RUN = {"seed": int, "copy": (int, NULL), "test_acc": list, "test_loss": (list, NULL), "seconds": (NUM, NULL)}
 RUN_OPTIONAL = {"epochs_at_target": int, "epoch_seconds": list, "readouts": dict, "trunk_acc": NUM}
 PIPELINE = {"precision": str, "precision_why": (str, NULL), "batch_size": int, "epoch_seconds": list,
             "median_epoch_seconds": NUM, "job_seconds": NUM, "test_acc": (list, NULL)}
+SETUP = {"processes": int, "threads": int, "recipe_name": str, "precision": str, "runs": int, "seconds": NUM, "runs_per_hour": NUM,
+         "final_test_acc": list, "run_seconds": list}
+BENCHMARK_KINDS = {"pipelines": ("speedup_job", "speedup_epoch"), "setups": ("speedup_runs_per_hour",)}
 DATE = re.compile(r"\d{4}-\d\d-\d\d$")
 
 
@@ -146,15 +157,33 @@ def validate(record, name="record"):
     if kind == "runs/1":
         _validate_runs(record, name)
     elif kind == "benchmark/1":
-        for pipe in ("classic", "ours"):
-            where = f"{name}: pipelines.{pipe}"
-            if pipe not in record["pipelines"]:
-                raise Invalid(f"{name}: field 'pipelines' lacks '{pipe}'")
-            _fields(where, record["pipelines"][pipe], PIPELINE, {})
-            _floats(where, "epoch_seconds", record["pipelines"][pipe]["epoch_seconds"])
+        _validate_benchmark(record, name)
     elif not all(isinstance(f, str) and Path(f).suffix in REPORT_SUFFIXES for f in record["files"]):
         raise Invalid(f"{name}: field 'files' must list report files ({', '.join(REPORT_SUFFIXES)})")
     return record
+
+
+def _validate_benchmark(record, name):
+    """Either research/benchmark.py's pipelines or research/throughput.py's setups, with their speed-ups."""
+    which = [key for key in BENCHMARK_KINDS if key in record]
+    if len(which) != 1:
+        raise Invalid(f"{name}: a benchmark/1 record has 'pipelines' or 'setups' (one of them)")
+    for key in [k for kind, keys in BENCHMARK_KINDS.items() for k in keys if kind != which[0]]:
+        if key in record:
+            raise Invalid(f"{name}: field '{key}' does not go with '{which[0]}'")
+    for key in BENCHMARK_KINDS[which[0]]:
+        if key not in record:
+            raise Invalid(f"{name}: missing required field '{key}'")
+    if which == ["setups"]:
+        for setup, values in record["setups"].items():
+            _fields(f"{name}: setups.{setup}", values, SETUP, {})
+        return
+    for pipe in ("classic", "ours"):
+        where = f"{name}: pipelines.{pipe}"
+        if pipe not in record["pipelines"]:
+            raise Invalid(f"{name}: field 'pipelines' lacks '{pipe}'")
+        _fields(where, record["pipelines"][pipe], PIPELINE, {})
+        _floats(where, "epoch_seconds", record["pipelines"][pipe]["epoch_seconds"])
 
 
 def _validate_runs(record, name):

@@ -235,7 +235,7 @@ def speed(records):
            "| machine, date measured | ours: precision, recipe | epochs timed | classic s/epoch | ours s/epoch | classic job s | "
            "ours job s | speed-up (job) | speed-up (epoch) | data |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    rows = [(rel, r) for rel, r in records.items() if r["schema"] == "benchmark/1"]
+    rows = [(rel, r) for rel, r in records.items() if r["schema"] == "benchmark/1" and "pipelines" in r]
     for rel, r in sorted(rows, key=lambda x: (x[1]["device_name"], "AVX2" in x[1]["note"], x[1]["date"] or "", x[0])):
         c, o = r["pipelines"]["classic"], r["pipelines"]["ours"]
         cap = r["torch_capability"] + (", oneDNN capped to AVX2" if "capped to AVX2" in r["note"] else "")
@@ -243,8 +243,29 @@ def speed(records):
                    f"{r['epochs']} | {pct(c['median_epoch_seconds'])} | {pct(o['median_epoch_seconds'])} | "
                    f"{c['job_seconds']:.0f} | {o['job_seconds']:.0f} | **{r['speedup_job']:.2f}x** | "
                    f"{r['speedup_epoch']:.2f}x | [{Path(rel).stem}]({link(rel)}) |")
-    return out + ["", "With 3 epochs timed, a job's other 12 epochs are estimated from the timed ones "
-                  "(the record's log says how).", ""]
+    out += ["", "With 3 epochs timed, a job's other 12 epochs are estimated from the timed ones "
+            "(the record's log says how).", ""]
+    return out + throughput(records)
+
+
+def throughput(records):
+    """research/throughput.py's records: runs an hour of one process with every thread against one per core."""
+    rows = [(rel, r) for rel, r in records.items() if r["schema"] == "benchmark/1" and "setups" in r]
+    if not rows:
+        return []
+    out = ["### Runs an hour: one process, or one single-thread process per core", "",
+           "`python -m research.throughput`: the same `train.py --seeds` batch of whole runs, started once with every "
+           "thread, then once per core with `OMP_NUM_THREADS=1` (the processes share the batch); wall clock from "
+           "start-up to the last process's end.", "",
+           "| machine, date measured | precision | runs | processes x threads | seconds | runs an hour | gain | data |",
+           "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |"]
+    for rel, r in rows:
+        for name, s in r["setups"].items():
+            gain = f"**{r['speedup_runs_per_hour']:.2f}x**" if name == list(r["setups"])[-1] else ""
+            out.append(f"| {r['device_name']} ({r['torch_capability']}), {r['date']} | {s['precision']} | "
+                       f"{s['runs']} x {r['epochs']} epochs | {s['processes']} x {s['threads']} thread(s) | "
+                       f"{s['seconds']:.0f} | {s['runs_per_hour']:.1f} | {gain} | [{Path(rel).stem}]({link(rel)}) |")
+    return out + [""]
 
 
 # ---- the picture -------------------------------------------------------------------------------------------

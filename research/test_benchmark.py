@@ -1,12 +1,13 @@
 """research/benchmark.py on a tiny synthetic MNIST: `ours` is train.py's own run, the classic pipeline its own
 network, the job estimate, the benchmark/1 record, one-line errors."""
 import json
+import os
 
 import pytest
 import torch
 
 import train
-from research import benchmark, records
+from research import benchmark, records, throughput
 from test_train import assert_one_line_error
 
 
@@ -59,3 +60,18 @@ def test_benchmark_job_counts_weight_averaging_in_the_last_epochs_only():
 ])
 def test_benchmark_bad_input_is_one_line_error(argv, words, capsys):
     assert_one_line_error(benchmark.main(argv), capsys.readouterr().err, *words)
+
+
+def test_throughput_trains_the_same_batch_each_way_and_writes_a_record(tiny_data, tmp_path, capsys):
+    """One process with every thread, then one single-thread process per core sharing the batch: the same seeds
+    trained each way (their numbers are those of train.py at that thread count), and a benchmark/1 record."""
+    out = tmp_path / "throughput.json"
+    assert throughput.main(["--data-dir", str(tiny_data), "--epochs", "1", "--seeds", "1,2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    record = records.validate(json.loads(out.read_text()), str(out))
+    one, many = record["setups"].values()
+    cores = os.cpu_count()
+    assert (one["processes"], one["threads"], many["processes"], many["threads"]) == (1, cores, cores, 1)
+    assert one["runs"] == many["runs"] == 2 and one["recipe_name"] == "custom"  # 1 epoch: not the default
+    assert record["speedup_runs_per_hour"] == round(many["runs_per_hour"] / one["runs_per_hour"], 3)
+    assert record["log"] in printed and f"{record['speedup_runs_per_hour']:.2f}x the runs an hour" in printed
