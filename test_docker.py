@@ -157,3 +157,32 @@ def test_the_image_tells_train_py_it_is_a_container_and_the_readme_cleans_up():
     runs = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("docker run")]
     assert runs and all("--rm" in line for line in runs), [line for line in runs if "--rm" not in line]
     assert all('--user "$(id -u):$(id -g)"' in line for line in runs if "-v" in line)
+
+
+def read_lock(name):
+    """A uv lock's pins ({package: release}) and the packages its footer says it leaves out."""
+    pins, left_out, footer = {}, [], False
+    for line in (ROOT / name).read_text().splitlines():
+        if line == "# The following packages were excluded from the output:":
+            footer = True
+        elif footer and line.startswith("# "):
+            left_out.append(line[2:])
+        elif m := re.match(r"([A-Za-z0-9._-]+)==(\S+)", line):
+            pins[m[1]] = m[2]
+    return pins, left_out
+
+
+def test_the_image_leaves_out_triton_and_the_locks_agree():
+    """requirements.lock leaves out triton (only torch.compile uses it; nothing here calls that): uv's
+    --no-emit-package, named in the lock's footer, and the image installs the lock with --no-deps (pip would pull
+    triton back in with torch otherwise; .ci/docker-smoke checks the image). The dev lock, generated with
+    -c requirements.lock, pins every package of the image's at the same release, and triton too, which
+    pip install -r requirements-dev.txt -c requirements-dev.lock installs with torch."""
+    image, image_left_out = read_lock("requirements.lock")
+    dev, dev_left_out = read_lock("requirements-dev.lock")
+    assert "torch" in image and "triton" not in image and image_left_out == ["triton"]
+    assert "--no-emit-package triton" in (ROOT / "requirements.lock").read_text().splitlines()[1]
+    assert {name: dev.get(name) for name in image} == image
+    assert "triton" in dev and dev_left_out == []
+    assert re.search(r"^RUN pip install --no-cache-dir --no-deps -r requirements\.lock\b",
+                     (ROOT / "Dockerfile").read_text(), re.M)
