@@ -1,12 +1,12 @@
 """Train the 7,830-parameter MNIST network (model.py) to >= 99.4 % test accuracy in 15 epochs.
 
-    python train.py                       # one run with the recipe below (README: how long, on which machine)
+    python train.py                       # one run with the recipe below; out/model.pt is the trained network
     python train.py --lr 0.03 --epochs 20 # change any knob of the recipe from the command line
-    python train.py --seeds 1-10          # one run per seed, then a summary (seeds.json, seeds.png)
+    python train.py --seeds 1-10          # one run per seed, then a summary; the same command continues it
     python train.py --resume out/checkpoint.pt
 
 Read top to bottom: the recipe, then main(), one run (train_run), one epoch (train_epoch), testing, several
-seeds, and the command line. MNIST lives on the training device as four tensors; each epoch draws batches from
+seeds (batch.py keeps their folder and record), and the command line (device.py picks device and precision). MNIST lives on the training device as four tensors; each epoch draws batches from
 a shuffled index permutation and augments a whole batch at once with one affine warp (rotation, shift, scale).
 The weights that are tested after the first learning-rate decay are an exponential moving average (EMA) of the
 trained ones, with BatchNorm statistics re-estimated for them: the average sits nearer the centre of the
@@ -65,9 +65,9 @@ class Recipe:
     shift: float = knob(1.0, "max shift in pixels", ">= 0")
     scale: float = knob(0.1, "max relative size change: 0.1 draws sizes in 0.9-1.1", "[0, 1)")
     # averaging the first, high learning rate's weights only blurs them: by default the epochs after its decay
-    average_epochs: int = knob(None, "test an average of the weights over the last K epochs, its BatchNorm "
-                                     "statistics re-estimated; 0: test the trained weights (default: the epochs "
-                                     "after the first decay, 9 of 15)", ">= 0")
+    average_epochs: int = knob(None, "in the last K epochs, test a moving average of the weights (updated after "
+                                     "every step: --ema), its BatchNorm statistics re-estimated; 0: test the trained "
+                                     "weights (default: the epochs after the first decay, 9 of 15)", ">= 0")
     precision: str = knob("auto", "bf16 autocast or plain fp32; auto: bf16 where the device computes it natively "
                                   "(CUDA compute capability >= 8.0, CPUs with AMX or AVX512-BF16), else fp32",
                           choices=("auto", "bf16", "fp32"))

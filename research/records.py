@@ -272,8 +272,9 @@ def at_target(xs, target=TARGET):
 
 
 def miss_rate(xs, target=TARGET):
-    """Estimated chance that one more run ends below target: the normal tail under the runs' mean and
-    spread, below target - 0.005 (the midpoint to the next recorded value down, 0.01 % steps)."""
+    """Estimated chance that one more run ends below target: the tail of the normal distribution with the runs'
+    mean and spread, below target - 0.005. Accuracies come in steps of 0.01 % (10,000 test images), so "below
+    99.40" means "99.39 or less": the continuous curve is cut midway between the two (a continuity correction)."""
     s = std(xs)
     if s == 0:
         return 0.0 if mean(xs) >= target else 1.0

@@ -112,8 +112,8 @@ def test_headline_is_computed_from_the_default_runs_only():
     held_out = dict(runs_record((91.0,)), evaluated_on="validation")
     held_out["recipe"] = dict(held_out["recipe"], validation=10000)
     line = report.headline({"a.json": good, "b.json": other, "c.json": held_out})
-    assert line.startswith("99.55 % mean test accuracy +- 0.07 (std) over 2 runs of the default recipe, lowest 99.50 %, "
-                           "2/2 >= 99.40 %")
+    assert line.startswith("99.55 % mean test accuracy +- 0.07 (std) over 2 runs of the default recipe, lowest 99.50 %: "
+                           "0 of 2 below 99.40 %")
 
 
 def test_check_fails_on_a_stale_page_and_a_differing_readme_headline(tmp_path):
