@@ -162,8 +162,9 @@ def stop_on_sigterm(signum, frame):
 def train_run(recipe, seed, data, device, out_dir=None, resume=None, log=True, on_epoch=None, dry_run=False,
               test_batch_size=TEST_BATCH_SIZE, log_interval=LOG_INTERVAL, precision_why=None):
     """One training run of `recipe` from `seed`; returns its metrics (each epoch's record, the summary figures).
-    With out_dir: after each epoch a checkpoint and metrics.json there, model.pt after the last one (before them: a
-    complete metrics.json means a finished run), then curves.png. log: print the documented log. on_epoch(record, run), if given, sees each epoch as it ends (the recipe search reports it)."""
+    With out_dir: after each epoch a checkpoint and metrics.json there, model.pt after the last one, then curves.png.
+    log: print the documented log. on_epoch(record, run), if given, sees each epoch as it ends (the recipe search
+    reports it)."""
     if log:
         print_summary_table()
         print("---------------------------")
@@ -183,9 +184,9 @@ def train_run(recipe, seed, data, device, out_dir=None, resume=None, log=True, o
         while run.epoch < end:
             record = train_epoch(run, recipe, data, device, log, dry_run, test_batch_size, log_interval)
             finish_metrics(metrics)
-            if out_dir and run.epoch == end and recipe.copies == 1:  # K copies are one grouped network: no model.pt
-                save_model(out_dir / "model.pt", tested_network(run, recipe))
-            if out_dir:
+            if out_dir:  # model.pt before metrics.json: a metrics.json with every epoch means a finished run
+                if run.epoch == end and recipe.copies == 1:  # K copies are one grouped network: no model.pt
+                    save_model(out_dir / "model.pt", tested_network(run, recipe))
                 save_checkpoint(out_dir / "checkpoint.pt", run, recipe, seed, metrics)
                 write_atomic(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
                 last_checkpoint = out_dir / "checkpoint.pt"
