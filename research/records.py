@@ -31,6 +31,7 @@ runs/1: one set of runs of one recipe on one machine (train.py --seeds writes it
                       its own from the runs; kept so that nothing once published is lost)
     log               a run's raw console output, verbatim
     files             other files in this record's folder that belong to it (e.g. a pre-registered rule)
+    conclusion        what a study concluded, by the rule written before its runs (RESULTS.md shows it)
     converted_from    where the numbers came from when the record was converted from an older file
   Optional run keys:
     epochs_at_target  epochs >= TARGET, kept where test_acc does not cover every epoch
@@ -93,7 +94,7 @@ KINDS = {
 }
 OPTIONAL = {
     "runs/1": {"test_acc_epochs": list, "readouts_what": dict, "seeds_not_run": list,
-               "summary_as_published": dict, "log": str, "files": list, "converted_from": str},
+               "summary_as_published": dict, "log": str, "files": list, "converted_from": str, "conclusion": str},
     "benchmark/1": {"recipe_name": str, "converted_from": str, "pipelines": dict, "speedup_job": NUM,
                     "speedup_epoch": NUM, "setups": dict, "speedup_runs_per_hour": NUM},
     "study/1": {"recipe_name": str, "converted_from": str},

@@ -221,6 +221,8 @@ def studies(records):
             out.append(f"| {what} | {len(xs)} | {pct(mean(xs), 3)} | {pct(min(xs))} | "
                        f"{pct(mean(d), 3)} +- {pct(std(d) / math.sqrt(len(d)), 3)} |")
         out.append("")
+        if r.get("conclusion"):
+            out += [f"Conclusion, by the rule written before the runs: {r['conclusion']}", ""]
     out += ["**Recipe searches** (Optuna, trials scored as mean - 2 std of their networks' final held-out accuracy):", ""]
     for rel, r in records.items():
         if r["schema"] == "study/1":

@@ -39,3 +39,21 @@ def test_branches_finish_one_trunk_alike_when_their_recipes_are_alike(tiny_data,
     assert set(row["branches"]) == {"default", "no_aug", "same_again"}
     assert all(len(accs) == 3 for accs in row["branches"].values())  # epochs 12-14
     assert row["branches"]["same_again"] == row["branches"]["default"]  # the same trunk, the same random stream
+
+
+def test_shifts_scores_each_batch_network_plainly_as_its_run_did_and_with_every_variant(tiny_data, tmp_path, capsys):
+    """The plain readout of each model.pt is its run's own last validation figure (the study asserts it), and the
+    record follows the schema with a readout per variant and the plan's conclusion."""
+    import train
+    from research import records
+    from research.studies import shifts
+
+    batch = tmp_path / "batch"
+    assert train.main(["--data-dir", str(tiny_data), "--out-dir", str(batch), "--device", "cpu", "--epochs", "2",
+                       "--batch-size", "32", "--validation", "40", "--seeds", "1,2"]) == 0
+    out = tmp_path / "shifts.json"
+    shifts.main([str(batch), str(out), "--data-dir", str(tiny_data)])
+    record = records.validate(json.loads(out.read_text()))
+    assert [r["seed"] for r in record["runs"]] == [1, 2] and record["evaluated_on"] == "validation"
+    assert all(set(r["readouts"]) == set(shifts.VARIANTS) for r in record["runs"])
+    assert record["conclusion"].startswith("shift4 - plain = ")

@@ -89,6 +89,27 @@ def readouts(net, x, y, precision):
     return result
 
 
+def paired(runs, a, b=None):
+    """Mean and standard error over seeds of readout a minus readout b (None: the plain prediction)."""
+    d = [r["readouts"][a][-1] - (r["readouts"][b][-1] if b else r["test_acc"][-1]) for r in runs]
+    m = sum(d) / len(d)
+    return m, math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d))
+
+
+def conclusion(runs):
+    """The plan's rule, applied: shift4 against plain; another variant only if it beats shift4 by > 2 SE."""
+    m, se = paired(runs, "shift4")
+    said = f"shift4 - plain = {m:+.4f} +- {se:.4f} % over {len(runs)} seeds"
+    if not m > 2 * se:
+        return f"{said}: not more than twice its standard error, so shifted copies do not help; nothing changes"
+    better = [(name, *paired(runs, name, "shift4")) for name in VARIANTS if name != "shift4"]
+    better = [(name, d, e) for name, d, e in better if d > 2 * e]
+    if not better:
+        return f"{said}: more than twice its standard error, and no variant beats shift4 by that much: shift4 it is"
+    name, d, e = max(better, key=lambda b: b[1])
+    return f"{said}, and {name} - shift4 = {d:+.4f} +- {e:.4f} %: {name} it is"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m research.studies.shifts")
     p.add_argument("runs", nargs="+", type=Path)
@@ -111,6 +132,7 @@ def main(argv=None):
                          "readouts": {k: [v] for k, v in r.items()}})
             print(json.dumps(runs[-1]), flush=True)
     record = {**first, "title": f"shifted copies at prediction time, {len(runs)} random seeds, held-out images",
+              "conclusion": conclusion(runs),
               "command": "; ".join(b["command"] for b in batches) + "; python -m research.studies.shifts "
                          + " ".join(map(str, a.runs)) + f" {a.out.name}",
               "test_acc_epochs": [first["recipe"]["epochs"] - 1], "readouts_what": WHAT, "runs": runs}
