@@ -633,6 +633,7 @@ def test_processes_share_a_batch_and_a_killed_ones_seed_is_taken_up(mnist, tmp_p
     while not list((tmp_path / "killed").glob("seed_*/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.02)
     killed[0].kill()  # SIGKILL: no handler runs, the OS drops its locks
+    assert json.loads((tmp_path / "killed" / "seeds.json").read_text())["recipe"]["epochs"] == 3  # from the start
     assert killed[0].wait() == -signal.SIGKILL and killed[1].wait(timeout=120) == 0
     later = start(tmp_path / "killed")
     assert later.wait(timeout=120) == 0

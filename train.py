@@ -416,6 +416,7 @@ def train_seeds(recipe, seeds, data, device, out_dir, argv, overwrite=False, **s
     batch.check(overwrite)
     record = seeds_record(recipe, "default" if recipe == Recipe(precision=recipe.precision) else "custom", device,
                           settings.get("precision_why"), [a for a in argv if a != "--overwrite"])
+    batch.write_record(record, TARGET)  # the batch's recipe on record from the start, however this process ends
     try:
         for seed, folder in batch.claimed_seeds():
             checkpoint = folder / "checkpoint.pt"
