@@ -1,5 +1,6 @@
 """MNIST for train.py: the four files parsed once into normalised tensors on the training device, a fixed
-held-out split for recipe searches, and the batched augmentation (rotation, shift, scale: one affine warp).
+held-out split for recipe searches, the batched augmentation (rotation, shift, scale: one affine warp), and the
+whole-pixel shifts that evaluate.py and predict.py average their predictions over (--shifts).
 """
 import errno
 import math
@@ -140,3 +141,12 @@ def warp(x, angle, offset, zoom=None):
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     background = -MNIST_MEAN / MNIST_STD  # a black pixel after normalisation
     return F.grid_sample(x - background, grid, align_corners=False) + background
+
+
+def shifted(x, right, down):
+    """Images (N, 1, H, W) moved by whole pixels, `right` and `down` (negative: left, up); the uncovered edge is
+    background (black after normalisation), nothing wraps around. shifted(x, 0, 0) is x itself."""
+    h, w = x.shape[-2:]
+    p = max(abs(right), abs(down))
+    padded = F.pad(x, (p, p, p, p), value=-MNIST_MEAN / MNIST_STD)
+    return padded[..., p - down:p - down + h, p - right:p - right + w]

@@ -2,6 +2,7 @@
 
     python predict.py seven.png photo.jpg                  # out/model.pt (what python train.py leaves), on the CPU
     python predict.py --model out/checkpoint.pt --device auto scans/*.png
+    python predict.py --shifts seven.png                   # also averaged over the digit's 4 one-pixel shifts
 
 One line per image on stdout: `seven.png: 7 (99.2 %), then 1 (0.5 %)`, the digit, its probability, the runner-up.
 Each image becomes a digit as MNIST's own were (preprocess):
@@ -28,6 +29,7 @@ from PIL import Image, ImageOps
 from checkpoint import load_network
 from device import pick_device
 from errors import Fail, exit_status
+from evaluate import probabilities
 from mnist import MNIST_MEAN, MNIST_STD
 from train import ArgumentParser
 
@@ -58,14 +60,12 @@ def predict(argv):
             print(f"error: {e}", file=sys.stderr)
             failed += 1
             continue
-        print(answer(path, probabilities(net, x.unsqueeze(0).to(device))[0]), flush=True)
+        x = x.unsqueeze(0).to(device)
+        line = answer(path, probabilities(net, x)[0])
+        if opts.shifts:
+            line += f"; averaged over 4 one-pixel shifts too: {answer(path, probabilities(net, x, shifts=True)[0])}"
+        print(line, flush=True)
     return 0 if not failed else 1 if failed < len(opts.images) else 2
-
-
-def probabilities(net, x):
-    """Softmax probabilities (N, 10) of a batch of preprocessed images x (N, 1, 28, 28)."""
-    with torch.no_grad():
-        return net(x).exp()  # the network's output is log-softmax
 
 
 def answer(path, probs):
@@ -191,6 +191,8 @@ def parse_args(argv):
                    help="the trained network: a model.pt, or a finished run's checkpoint.pt (default: %(default)s)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu",
                    help="where the network runs (default: %(default)s; auto: cuda, else mps, else cpu)")
+    p.add_argument("--shifts", action="store_true", help="also the prediction averaged over the digit and its 4 "
+                                                         "one-pixel shifts (evaluate.py --shifts)")
     return p.parse_args(argv)
 
 

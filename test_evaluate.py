@@ -8,7 +8,8 @@ import torch
 
 import evaluate
 import train
-from mnist import load_mnist
+from device import autocast
+from mnist import MNIST_MEAN, MNIST_STD, load_mnist, shifted
 from model import Net
 from test_train import (FAST, CodeOnLoad, assert_one_line_error, interrupt_at_call, mnist,  # noqa: F401 (fixtures)
                         no_download, run_main)
@@ -111,3 +112,38 @@ def test_a_model_file_that_would_run_code_is_refused_unrun(mnist, tmp_path, caps
     code, _, err = evaluate_main(capsys, tmp_path / "crafted.pt", "--data-dir", mnist)
     assert_one_line_error(code, err, "asks to load", "refused, nothing in it was run")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("right, down", [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1)])
+def test_a_shifted_copy_is_the_digit_moved_by_whole_pixels_with_background_filled_in(right, down):
+    x = torch.randn(3, 1, 28, 28)
+    expected = torch.full_like(x, -MNIST_MEAN / MNIST_STD)  # black, normalised: nothing wraps around
+    rows, cols = slice(max(down, 0), 28 + min(down, 0)), slice(max(right, 0), 28 + min(right, 0))
+    expected[..., rows, cols] = x[..., max(-down, 0):28 - max(down, 0), max(-right, 0):28 - max(right, 0)]
+    assert torch.equal(shifted(x, right, down), expected)
+    assert torch.equal(shifted(x, 0, 0), x)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_averaging_over_one_copy_is_the_plain_prediction_bit_for_bit(precision):
+    torch.manual_seed(0)
+    net, x = Net().eval(), torch.randn(7, 1, 28, 28)
+    with torch.no_grad(), autocast(CPU, precision):
+        plain = net(x).float().exp()
+        copies = [net(shifted(x, right, down)).float().exp() for right, down in evaluate.SHIFTS]
+    assert torch.equal(evaluate.probabilities(net, x, precision), plain)
+    assert torch.equal(evaluate.probabilities(net, x, precision, shifts=True), torch.stack(copies).mean(0))
+    assert len(evaluate.SHIFTS) == 5 and evaluate.SHIFTS[0] == (0, 0)
+
+
+def test_evaluate_with_shifts_prints_the_averaged_figure_beside_the_plain_one(mnist, capsys, finished_run):
+    code, plain, _ = evaluate_main(capsys, finished_run / "model.pt", "--data-dir", mnist)
+    code, both, _ = evaluate_main(capsys, finished_run / "model.pt", "--data-dir", mnist, "--shifts")
+    reported = next(line for line in plain.splitlines() if line.startswith("Test set:"))
+    net, data = Net(), load_mnist(mnist, CPU)
+    net.load_state_dict(torch.load(finished_run / "model.pt", weights_only=True))
+    precision = json.loads((finished_run / "metrics.json").read_text())["precision"]  # evaluate.py's auto too
+    probs = evaluate.probabilities(net.eval(), data.test_x, precision, shifts=True)
+    right = int((probs.argmax(1) == data.test_y).sum())
+    assert code == 0 and reported in both.splitlines()  # the plain figure, as without --shifts
+    assert f"Averaged over the digit and its 4 one-pixel shifts: Accuracy: {right}/40 " in both

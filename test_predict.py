@@ -300,3 +300,12 @@ def test_a_finished_runs_checkpoint_answers_as_its_model_pt(net, model, good_png
 def test_no_image_on_the_command_line_is_one_line(capsys):
     code, _, err = run_predict(capsys)
     assert_one_line_error(code, err, "IMAGE", "python predict.py --help")
+
+
+def test_shifts_add_the_prediction_averaged_over_the_digits_one_pixel_shifts(net, model, good_png, capsys):
+    code, out, _ = run_predict(capsys, "--model", model, "--shifts", good_png)
+    plain, averaged = out.strip().split("; averaged over 4 one-pixel shifts too: ")
+    assert code == 0 and LINE.fullmatch(plain) and LINE.fullmatch(averaged)
+    assert plain == run_predict(capsys, "--model", model, good_png)[1].strip()  # the plain answer unchanged
+    x = predict.preprocess(good_png).unsqueeze(0)
+    assert averaged == predict.answer(good_png, predict.probabilities(net, x, shifts=True)[0])

@@ -72,8 +72,10 @@ def label(r):
 
 
 def test_records(records, recipe):
-    return {k: r for k, r in records.items()
-            if r["schema"] == "runs/1" and r["recipe_name"] == recipe and r["evaluated_on"] == "test"}
+    """The recipe's runs on the test set; a study's record (readouts of runs) repeats runs that a record of their
+    own holds, and is not counted again."""
+    return {k: r for k, r in records.items() if r["schema"] == "runs/1" and r["recipe_name"] == recipe
+            and r["evaluated_on"] == "test" and not r.get("readouts_what")}
 
 
 def default_finals(records):
@@ -193,7 +195,8 @@ def studies(records):
     out = ["## Studies on held-out images", "",
            "Paired designs: each seed trains once, and the variants are readouts of that run (other weight "
            "averages) or branches finishing one trunk differently, so their differences carry no seed noise. "
-           "Scored on 10,000 held-out training images, never on the test set. Differences: mean over seeds of "
+           "Scored on 10,000 held-out training images, never on the test set (but for the confirmation, once a "
+           "study has chosen, on seeds drawn for it: its title says so). Differences: mean over seeds of "
            "the final epoch's difference to the recipe's own readout, +- one standard error.", ""]
     plain = [(rel, r) for rel, r in records.items() if r["schema"] == "runs/1"
              and r["evaluated_on"] == "validation" and not r.get("readouts_what")]
@@ -208,7 +211,7 @@ def studies(records):
                        f"`{short_command(r['command'])}` |")
         out.append("")
     for rel, r in records.items():
-        if r["schema"] != "runs/1" or r["evaluated_on"] != "validation" or not r.get("readouts_what"):
+        if r["schema"] != "runs/1" or not r.get("readouts_what"):  # held-out images, or a test-set confirmation
             continue
         base = finals(r)
         out += [f"**{r['title'][0].upper() + r['title'][1:]}** ([data]({link(rel)}); {r['recipe_name']} recipe, "

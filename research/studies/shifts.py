@@ -20,19 +20,20 @@ The plan, written on 2026-12-06 before any of the study's runs:
     python -m research.studies.shifts RUNS_DIR [RUNS_DIR ...] OUT.json --data-dir ../shared/data
 
 RUNS_DIR: folders that train.py --seeds filled (seeds.json and seed_N/model.pt); OUT.json: a runs/1 record whose runs'
-test_acc is each network's own final held-out accuracy and whose readouts are the variants'.
+test_acc is each network's own final held-out accuracy and whose readouts are the variants'. A batch trained without
+--validation is scored on the test set instead: the confirmation.
 """
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import train
 from checkpoint import load_network
-from mnist import MNIST_MEAN, MNIST_STD, hold_out, load_mnist, warp
+from mnist import hold_out, load_mnist, shifted, warp
 from rundir import write_atomic
 
 DEVICE = torch.device("cpu")
@@ -49,14 +50,6 @@ WHAT = {"shift4": "the digit and its 4 one-pixel shifts, probabilities averaged 
         "shift8": "the digit and its 8 one-pixel neighbours (9 copies)",
         "turn5": "the digit and the digit turned by -5 and +5 degrees (3 copies)",
         "shift4_turn5": "shift4's 5 copies and turn5's 2 turned ones (7 copies)"}
-
-
-def shifted(x, right, down):
-    """Images (N, 1, H, W) moved `right` and `down` whole pixels; the uncovered edge is background (no wrap-around)."""
-    h, w = x.shape[-2:]
-    p = max(abs(right), abs(down))
-    padded = F.pad(x, (p, p, p, p), value=-MNIST_MEAN / MNIST_STD)
-    return padded[..., p - down:p - down + h, p - right:p - right + w]
 
 
 def turned(x, degrees):
@@ -110,6 +103,11 @@ def conclusion(runs):
     return f"{said}, and {name} - shift4 = {d:+.4f} +- {e:.4f} %: {name} it is"
 
 
+def confirmation(runs):
+    m, se = paired(runs, "shift4")
+    return f"on the test set, seeds drawn after the choice: shift4 - plain = {m:+.4f} +- {se:.4f} % over {len(runs)} seeds"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m research.studies.shifts")
     p.add_argument("runs", nargs="+", type=Path)
@@ -119,7 +117,9 @@ def main(argv=None):
     batches = [json.loads((d / "seeds.json").read_text()) for d in a.runs]
     first = batches[0]
     assert all(b["recipe"] == first["recipe"] and b["precision"] == first["precision"] for b in batches)
-    data = hold_out(load_mnist(a.data_dir, DEVICE), first["recipe"]["validation"])
+    held_out = first["recipe"]["validation"]  # 0: a batch on all training images, scored on the test set
+    data = load_mnist(a.data_dir, DEVICE)
+    data = hold_out(data, held_out) if held_out else data
     runs = []
     for folder, batch in zip(a.runs, batches):
         for run in batch["runs"]:
@@ -131,8 +131,11 @@ def main(argv=None):
                          "test_loss": [run["test_loss"][-1]], "seconds": run["seconds"],
                          "readouts": {k: [v] for k, v in r.items()}})
             print(json.dumps(runs[-1]), flush=True)
-    record = {**first, "title": f"shifted copies at prediction time, {len(runs)} random seeds, held-out images",
-              "conclusion": conclusion(runs),
+    where = "held-out images" if held_out else "the test set (the confirmation)"
+    default = {**first["recipe"], "validation": 0} == dataclasses.asdict(train.Recipe(precision=first["precision"]))
+    record = {**first, "title": f"shifted copies at prediction time, {len(runs)} random seeds, {where}",
+              "recipe_name": "default" if default else first["recipe_name"],
+              "conclusion": conclusion(runs) if held_out else confirmation(runs),
               "command": "; ".join(b["command"] for b in batches) + "; python -m research.studies.shifts "
                          + " ".join(map(str, a.runs)) + f" {a.out.name}",
               "test_acc_epochs": [first["recipe"]["epochs"] - 1], "readouts_what": WHAT, "runs": runs}
