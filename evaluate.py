@@ -48,8 +48,7 @@ def evaluate_model(args):
         right = int((predicted == y).sum())
         print(f"Averaged over the digit and its 4 one-pixel shifts: Accuracy: {right}/{len(x)} "
               f"({100 * right / len(x):.2f}%), plain {100 * correct / len(x):.2f}%\n")
-    confusion = torch.zeros(10, 10, dtype=torch.long)
-    confusion.index_put_((y.cpu(), predicted.cpu()), torch.ones(len(y), dtype=torch.long), accumulate=True)
+    confusion = torch.bincount(10 * y + predicted, minlength=100).view(10, 10).cpu()  # [true, predicted]
     print(format_per_digit(confusion))
     print(format_confusion(confusion))
     wrong = (predicted != y).nonzero().flatten().cpu()
