@@ -88,7 +88,8 @@ def format_confusion(confusion):
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(prog="python evaluate.py", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python evaluate.py", description="Evaluate a trained network on the MNIST test set: "
+                       "its accuracy, per digit, the confusion matrix, and pictures of its mistakes.")
     p.add_argument("model", help="a model.pt written by train.py, or a finished run's checkpoint.pt")
     p.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw; downloaded there if missing "
                                                         "(default: %(default)s)")
