@@ -1,5 +1,7 @@
 """The figures: a run's curves (curves.png), several seeds' accuracies (seeds.png), a trained network's mistakes
 (misclassified.png, confusion.png: evaluate.py), and the helpers research/sweep.py draws its plots with. Each file is written whole or not at all (rundir.write_atomic)."""
+import numpy as np
+
 from rundir import write_atomic
 
 
@@ -14,7 +16,8 @@ def plot_curves(metrics, path, target):
     ax_acc.set_ylim(97, 100)
     ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("loss"), ax_loss.grid(alpha=0.3), ax_loss.legend()
     finish_accuracy_axes(ax_acc, target)
-    save_figure(fig, f"seed {metrics['seed']}: final test accuracy {metrics['final_test_acc']:.2f} %", path)
+    save_figure(fig, f"seed {metrics['seed']}: final test accuracy {metrics['final_test_acc']:.2f} %", path,
+                margins=dict(left=0.06, right=0.98, bottom=0.12, top=0.88, wspace=0.2))
 
 
 def plot_seeds(record, path, target):
@@ -27,23 +30,29 @@ def plot_seeds(record, path, target):
     ax.set_ylim(98.8, 99.8)
     finish_accuracy_axes(ax, target, legend_columns=2 if len(record["runs"]) > 10 else 1)
     finals = [r["test_acc"][-1] for r in record["runs"]]
-    save_figure(fig, f"{len(finals)} runs: final mean {sum(finals) / len(finals):.3f} %, min {min(finals):.2f} %", path)
+    save_figure(fig, f"{len(finals)} runs: final mean {sum(finals) / len(finals):.3f} %, min {min(finals):.2f} %", path,
+                margins=dict(left=0.09, right=0.97, bottom=0.1, top=0.92))
 
 
 def plot_misclassified(examples, path, columns=10, at_most=200):
     """The misclassified digits, (image 28 x 28, true, predicted, probability of the prediction) each, in a grid: all
-    of a trained network's ~50, the first `at_most` of a poorly trained one's thousands."""
+    of a trained network's ~50, the first `at_most` of a poorly trained one's thousands. One image with the titles
+    written in: a grid of 200 axes takes seconds to draw."""
     plt = pyplot()
     shown = examples[:at_most]
     rows = max(1, -(-len(shown) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3 + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (image, true, predicted, p) in zip(axes.flat, shown):
-        ax.imshow(image, cmap="gray_r")
-        ax.set_title(f"{true} -> {predicted} ({p:.2f})", fontsize=8)
+    width, height = 32, 40  # pixels a digit takes with its margins and its title above
+    grid = np.full((rows * height, columns * width), np.nan)  # NaN: drawn as the blank page
+    fig, ax = plt.subplots(figsize=(columns * 1.1, rows * 1.375 + 0.5))
+    for i, (image, true, predicted, p) in enumerate(shown):
+        top, left = i // columns * height, i % columns * width
+        grid[top + 10: top + 38, left + 2: left + 30] = image
+        ax.text(left + width / 2, top + 8, f"{true} -> {predicted} ({p:.2f})", ha="center", fontsize=8)
+    ax.imshow(grid, cmap="gray_r")
+    ax.axis("off")
     which = f"{len(examples)}" if len(shown) == len(examples) else f"the first {len(shown)} of {len(examples)}"
-    save_figure(fig, f"{which} misclassified test digits: true -> predicted (its probability)", path)
+    save_figure(fig, f"{which} misclassified test digits: true -> predicted (its probability)", path,
+                margins=dict(left=0.01, right=0.99, bottom=0.01, top=1 - 0.5 / (rows * 1.375 + 0.5)))
 
 
 def plot_confusion(confusion, path):
@@ -78,8 +87,10 @@ def finish_accuracy_axes(ax, target, legend_columns=1):
     ax.legend(fontsize="small", ncol=legend_columns)
 
 
-def save_figure(fig, title, path):
+def save_figure(fig, title, path, margins=None):
+    """Margins as fig.subplots_adjust takes them where the figure's layout is known: tight_layout costs as much as
+    drawing the figure."""
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(**margins) if margins else fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     pyplot().close(fig)

@@ -1,5 +1,6 @@
 """train.py's pieces and whole runs, on a tiny synthetic MNIST written in torchvision's layout."""
 import ast
+import contextlib
 import dataclasses
 import errno
 import json
@@ -77,6 +78,17 @@ def assert_one_line_error(code, err, *words, expected_code=2):
     assert "Traceback" not in err
     for w in words:
         assert w in lines[0], lines[0]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """This process at one thread, as OMP_NUM_THREADS=1 sets a new one: seeds train with the same numbers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def comparable(metrics):
@@ -617,32 +629,36 @@ def test_a_batch_of_another_recipe_is_refused_and_overwrite_starts_it_afresh(mni
     assert [r["seed"] for r in json.loads((out / "seeds.json").read_text())["runs"]] == [1, 2, 3]
 
 
-def test_processes_share_a_batch_and_a_killed_ones_seed_is_taken_up(mnist, tmp_path):
-    """Real processes, one thread each: two started at once train each seed once; a process killed with SIGKILL
-    leaves its seed to the others, and every seed ends with the same numbers as where nothing was killed."""
-    command = [sys.executable, "train.py", "--data-dir", str(mnist), *FAST, "--epochs", "3", "--step-size", "1",
-               "--seeds", "1-4", "--log-interval", "100"]
-    start = lambda out: subprocess.Popen([*command, "--out-dir", str(out)], cwd=ROOT, env={**os.environ,
-                                         "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    shared = [start(tmp_path / "shared") for _ in range(2)]
+def test_processes_share_a_batch_and_a_killed_ones_seed_is_taken_up(mnist, tmp_path, capsys):
+    """Real processes, one thread each: two started at once train each seed once; one killed with SIGKILL (no handler
+    runs, the OS drops its lock) leaves a stopped seed that the same command resumes. Every seed ends with the
+    numbers of an uninterrupted batch in one process at the same thread count."""
+    batch = ["--data-dir", mnist, *FAST, "--epochs", "3", "--step-size", "1", "--log-interval", "100"]
+    with one_thread():
+        assert run_main(capsys, *batch, "--seeds", "1-4", "--out-dir", tmp_path / "one")[0] == 0
+    start = lambda seeds, out: subprocess.Popen(
+        [sys.executable, "train.py", *map(str, batch), "--seeds", seeds, "--out-dir", str(out)], cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shared = [start("1-4", tmp_path / "shared") for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in shared]
     assert [p.returncode for p in shared] == [0, 0]
     assert sum(out.count("EPOCH: 0") for out in outputs) == 4 and all(out.count("EPOCH: 0") for out in outputs)
-    killed = [start(tmp_path / "killed") for _ in range(2)]
+
+    killed = start("1-2", tmp_path / "killed")
     deadline = time.time() + 60
-    while not list((tmp_path / "killed").glob("seed_*/checkpoint.pt")) and time.time() < deadline:
-        time.sleep(0.02)
-    killed[0].kill()  # SIGKILL: no handler runs, the OS drops its locks
-    assert json.loads((tmp_path / "killed" / "seeds.json").read_text())["recipe"]["epochs"] == 3  # from the start
-    assert killed[0].wait() == -signal.SIGKILL and killed[1].wait(timeout=120) == 0
-    later = start(tmp_path / "killed")
-    assert later.wait(timeout=120) == 0
-    for seed in (1, 2, 3, 4):
-        a, b = (json.loads((tmp_path / d / f"seed_{seed}" / "metrics.json").read_text()) for d in ("shared", "killed"))
-        assert comparable(a) == comparable(b), seed
-    for folder in ("shared", "killed"):
+    while not (tmp_path / "killed" / "seed_1" / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    killed.kill()
+    assert killed.wait() == -signal.SIGKILL
+    assert json.loads((tmp_path / "killed" / "seeds.json").read_text())["recipe"]["epochs"] == 3  # on record already
+    with one_thread():  # the same command again, here
+        assert run_main(capsys, *batch, "--seeds", "1-2", "--out-dir", tmp_path / "killed")[0] == 0
+    for folder, seeds in (("shared", (1, 2, 3, 4)), ("killed", (1, 2))):
+        for seed in seeds:
+            a, b = (json.loads((tmp_path / d / f"seed_{seed}" / "metrics.json").read_text()) for d in ("one", folder))
+            assert comparable(a) == comparable(b), (folder, seed)
         record = json.loads((tmp_path / folder / "seeds.json").read_text())
-        assert sorted(r["seed"] for r in record["runs"]) == [1, 2, 3, 4] and record["seeds_not_run"] == []
+        assert sorted(r["seed"] for r in record["runs"]) == list(seeds) and record["seeds_not_run"] == []
 
 
 def test_a_batch_of_the_default_recipe_is_recorded_as_the_default(mnist, tmp_path, capsys):

@@ -358,7 +358,8 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_its_recipe_retried_b
                                                                                                    capsys):
     """SIGKILL leaves no code to fail the trial, and the journal has no heartbeat: the next worker on the machine
     sees the trial's process gone, fails the trial and queues its recipe again (after FIRST's, hence --trials)."""
-    argv = sweep_args(tiny_data, tmp_path, "--seeds", 1, "--trials", len(sweep.FIRST))
+    # 3 epochs: a trial is seen with an epoch's accuracy for two more epochs, time enough for the look to catch it
+    argv = sweep_args(tiny_data, tmp_path, "--seeds", 1, "--trials", len(sweep.FIRST), "--epochs", 3)
     killed = kill_mid_trial(in_another_process(argv, tmp_path / "killed"), tmp_path)
     code, out, err = run_sweep(capsys, *argv)
     assert code == 0 and err == ""
