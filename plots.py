@@ -1,5 +1,6 @@
 """The figures: a run's curves (curves.png), several seeds' accuracies (seeds.png), a trained network's mistakes
-(misclassified.png, confusion.png: evaluate.py), and the helpers research/sweep.py draws its plots with. Each file is written whole or not at all (rundir.write_atomic)."""
+(misclassified.png, confusion.png: evaluate.py), and the helpers research/sweep.py draws its plots with. Each file
+is written whole or not at all (rundir.write_atomic)."""
 import numpy as np
 
 from rundir import write_atomic

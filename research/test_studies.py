@@ -57,3 +57,14 @@ def test_shifts_scores_each_batch_network_plainly_as_its_run_did_and_with_every_
     assert [r["seed"] for r in record["runs"]] == [1, 2] and record["evaluated_on"] == "validation"
     assert all(set(r["readouts"]) == set(shifts.VARIANTS) for r in record["runs"])
     assert record["conclusion"].startswith("shift4 - plain = ")
+
+
+def test_the_shift_studys_rule_needs_a_gain_over_twice_its_standard_error():
+    from research.studies import shifts
+
+    def runs(gains):  # plain 99.50; each variant's gain over it, seed by seed
+        return [{"test_acc": [99.5], "readouts": {name: [99.5 + g] for name in shifts.VARIANTS}} for g in gains]
+    assert shifts.conclusion(runs([0.02, 0.01, 0.03, 0.02])).endswith("shift4 it is")  # no variant beats shift4
+    assert "do not help" in shifts.conclusion(runs([0.02, -0.01, 0.0, -0.01]))
+    assert shifts.confirmation(runs([0.02, 0.01, 0.03, 0.02])).endswith("twice its standard error: confirmed")
+    assert shifts.confirmation(runs([0.04, -0.03, 0.0, 0.01])).endswith("not confirmed")

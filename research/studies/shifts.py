@@ -104,8 +104,11 @@ def conclusion(runs):
 
 
 def confirmation(runs):
+    """The chosen shift4 on the test set, by the same rule."""
     m, se = paired(runs, "shift4")
-    return f"on the test set, seeds drawn after the choice: shift4 - plain = {m:+.4f} +- {se:.4f} % over {len(runs)} seeds"
+    verdict = "more than" if m > 2 * se else "not more than"
+    return (f"on the test set, seeds drawn after the choice: shift4 - plain = {m:+.4f} +- {se:.4f} % over {len(runs)} "
+            f"seeds, {verdict} twice its standard error: {'confirmed' if m > 2 * se else 'not confirmed'}")
 
 
 def main(argv=None):
