@@ -16,7 +16,7 @@ class Fail(Exception):
 def exit_status(job, on_interrupt):
     """A script's exit status: job()'s own (0 when it returns none); for a Fail, its one-line message and code; for
     Ctrl-C or SIGTERM, its code (130 or 143, as a shell reports a process those signals killed) after
-    on_interrupt(exception)."""
+    on_interrupt(exception); for a closed output pipe, 141."""
     try:
         return job() or 0
     except Fail as e:
@@ -25,6 +25,9 @@ def exit_status(job, on_interrupt):
     except KeyboardInterrupt as e:
         on_interrupt(e)
         return getattr(e, "code", 130)
+    except BrokenPipeError:  # the output's reader is gone (`| head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left to flush at exit goes nowhere
+        return 141  # 128 + SIGPIPE, as a shell reports a process that signal ended
 
 
 PERMISSION_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)

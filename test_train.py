@@ -445,6 +445,16 @@ def test_resume_never_runs_code_from_the_checkpoint(mnist, tmp_path, capsys):
     assert marker.exists()
 
 
+def test_output_piped_into_a_reader_that_stops_ends_quietly():
+    """`python evaluate.py ... | head`: when the reader goes, a script stops with 141 (SIGPIPE's) and says nothing,
+    not even at exit, when Python flushes what is left of its output."""
+    flood = "import sys, errors; sys.exit(errors.exit_status(lambda: [print('7' * 99) for _ in range(10**6)], None))"
+    p = subprocess.Popen([sys.executable, "-c", flood], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.read(10) == b"7" * 10
+    p.stdout.close()
+    assert p.wait(timeout=60) == 141 and p.stderr.read() == b""
+
+
 def test_exploding_loss_stops_at_once_naming_epoch_step_and_checkpoint(mnist, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     code, _, err = run_main(capsys, "--data-dir", mnist, "--out-dir", out, *FAST, "--lr", "1e30", "--log-interval", "1")
