@@ -33,6 +33,7 @@ import torch
 
 import train
 from checkpoint import load_network
+from evaluate import probabilities
 from mnist import hold_out, load_mnist, shifted, warp
 from rundir import write_atomic
 
@@ -57,28 +58,17 @@ def turned(x, degrees):
     return warp(x, torch.full((n,), math.radians(degrees), device=x.device), torch.zeros(n, 2, device=x.device))
 
 
-@torch.no_grad()
-def log_probs(net, x, precision, batch_size=train.TEST_BATCH_SIZE):
-    """The network's log-probabilities (N, 10), in fp32, batched and autocast as train.evaluate does."""
-    out = []
-    for xb in x.split(batch_size):
-        with train.autocast(x.device, precision):
-            out.append(net(xb).float())
-    return torch.cat(out)
-
-
 def readouts(net, x, y, precision):
     """{"plain": accuracy, variant: accuracy, ...} of one network on (x, y), in %."""
-    copies = {(0, 0): log_probs(net, x, precision)}
+    copies = {(0, 0): probabilities(net, x, precision)}
     for right, down in SHIFT8:
-        copies[(right, down)] = log_probs(net, shifted(x, right, down), precision)
+        copies[(right, down)] = probabilities(net, shifted(x, right, down), precision)
     for degrees in TURN5:
-        copies[degrees] = log_probs(net, turned(x, degrees), precision)
-    accuracy = lambda lp: 100 * (lp.argmax(1) == y).sum().item() / len(y)
+        copies[degrees] = probabilities(net, turned(x, degrees), precision)
+    accuracy = lambda probs: 100 * (probs.argmax(1) == y).sum().item() / len(y)
     result = {"plain": accuracy(copies[(0, 0)])}
     for name, (shifts, turns) in VARIANTS.items():
-        probs = torch.stack([copies[k].exp() for k in [(0, 0), *shifts, *turns]]).mean(0)
-        result[name] = accuracy(probs.log())
+        result[name] = accuracy(torch.stack([copies[k] for k in [(0, 0), *shifts, *turns]]).mean(0))
     return result
 
 
