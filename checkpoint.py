@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-from errors import Fail
+from errors import OPEN_ERRORS, Fail, cannot_open
 from model import Net
 from rundir import write_atomic
 
@@ -73,12 +73,8 @@ def load_plain(path, device, name, wanted):
         with warnings.catch_warnings():  # torch warns about odd pickles on stderr: the one line below says it all
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise Fail(f"{name}: no such file: pass {wanted}") from None
-    except IsADirectoryError:
-        raise Fail(f"{name} is a folder: pass {wanted}") from None
-    except PermissionError:
-        raise Fail(f"{name} cannot be read (permission denied): fix its permissions") from None
+    except OPEN_ERRORS as e:
+        raise cannot_open(name, e, f"pass {wanted}") from None
     except Exception as e:
         unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))  # weights_only refused to import it, so nothing ran
         if unsafe:

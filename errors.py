@@ -30,6 +30,19 @@ def exit_status(job, on_interrupt):
         return 141  # 128 + SIGPIPE, as a shell reports a process that signal ended
 
 
+OPEN_ERRORS = (FileNotFoundError, IsADirectoryError, PermissionError)  # what cannot_open words
+
+
+def cannot_open(name, error, fix, folder_fix=None):
+    """The Fail for a file that could not be opened for reading (FileNotFoundError, IsADirectoryError or
+    PermissionError): `fix` says what to pass instead, `folder_fix` what to do with a folder (default: `fix`)."""
+    if isinstance(error, IsADirectoryError):
+        return Fail(f"{name} is a folder: {folder_fix or fix}")
+    if isinstance(error, PermissionError):
+        return Fail(f"{name} cannot be read (permission denied): fix its permissions")
+    return Fail(f"{name}: no such file: {fix}")
+
+
 PERMISSION_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from checkpoint import load_network
 from device import pick_device
-from errors import Fail, exit_status
+from errors import OPEN_ERRORS, Fail, cannot_open, exit_status
 from evaluate import probabilities
 from mnist import MNIST_MEAN, MNIST_STD
 from train import ArgumentParser
@@ -108,12 +108,9 @@ def decode(path):
                 return img.convert("L"), None
     except Fail:
         raise
-    except FileNotFoundError:
-        raise Fail(f"{path}: no such file: pass the path of an image of a digit") from None
-    except IsADirectoryError:
-        raise Fail(f"{path} is a folder: pass the image files in it (e.g. {path}/*.png)") from None
-    except PermissionError:
-        raise Fail(f"{path} cannot be read (permission denied): fix its permissions") from None
+    except OPEN_ERRORS as e:
+        raise cannot_open(path, e, "pass the path of an image of a digit",
+                          f"pass the image files in it (e.g. {path}/*.png)") from None
     except Image.DecompressionBombError:  # over twice Pillow's limit: Pillow refuses it before we see its size
         raise Fail(too_big(path, f"over {2 * Image.MAX_IMAGE_PIXELS:,} pixels")) from None
     except Image.UnidentifiedImageError:
