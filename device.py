@@ -14,6 +14,8 @@ import torch
 
 from errors import Fail
 
+DEVICES = ("auto", "cpu", "cuda", "mps")  # --device; auto: cuda, else mps, else cpu
+PRECISIONS = ("auto", "bf16", "fp32")  # --precision; auto: bf16 where the hardware computes it natively, else fp32
 # NVIDIA's minimum driver for each CUDA major release (CUDA minor version compatibility:
 # docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html).
 MIN_DRIVER = {11: "450", 12: "525", 13: "580"}

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from checkpoint import load_network
-from device import autocast, pick_device, pick_precision
+from device import DEVICES, PRECISIONS, autocast, pick_device, pick_precision
 from errors import exit_status
 from mnist import load_mnist, shifted
 from plots import plot_confusion, plot_misclassified
@@ -94,9 +94,9 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw; downloaded there if missing "
                                                         "(default: %(default)s)")
     p.add_argument("--out-dir", default=None, help="where the two pictures go (default: the model's folder)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="device (default: %(default)s: cuda, else mps, else cpu)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="as train.py's: the run's precision gives the run's numbers (default: %(default)s)")
     p.add_argument("--shifts", action="store_true", help="also average the prediction over the digit and its 4 "
                                                          "one-pixel shifts (5x the compute; the plain figure beside)")

@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageOps
 
 from checkpoint import load_network
-from device import pick_device
+from device import DEVICES, pick_device
 from errors import OPEN_ERRORS, Fail, cannot_open, exit_status
 from evaluate import probabilities
 from mnist import MNIST_MEAN, MNIST_STD
@@ -186,7 +186,7 @@ def parse_args(argv):
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...), one digit each")
     p.add_argument("--model", default="out/model.pt", metavar="PATH",
                    help="the trained network: a model.pt, or a finished run's checkpoint.pt (default: %(default)s)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu",
+    p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where the network runs (default: %(default)s; auto: cuda, else mps, else cpu)")
     p.add_argument("--shifts", action="store_true", help="also the prediction averaged over the digit and its 4 "
                                                          "one-pixel shifts (evaluate.py --shifts)")

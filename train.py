@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from batch import Batch, format_seed_summary, seeds_record
 from checkpoint import load_checkpoint, save_checkpoint, save_model
-from device import autocast, pick_device, pick_precision
+from device import DEVICES, PRECISIONS, autocast, pick_device, pick_precision
 from errors import Fail, exit_status
 from mnist import augment, hold_out, load_mnist
 from model import Net, count_params
@@ -70,7 +70,7 @@ class Recipe:
                                      "weights (default: the epochs after the first decay, 9 of 15)", ">= 0")
     precision: str = knob("auto", "bf16 autocast or plain fp32; auto: bf16 where the device computes it natively "
                                   "(CUDA compute capability >= 8.0, CPUs with AMX or AVX512-BF16), else fp32",
-                          choices=("auto", "bf16", "fp32"))
+                          choices=PRECISIONS)
     ema: float = knob(0.999, "the average is an EMA of the weights after every step, with this decay; "
                              "0: equal-weight snapshots instead", "[0, 1)", study=True)
     snapshots: int = knob(1, "with --ema 0: snapshots per averaged epoch, evenly spaced", "> 0", study=True)
@@ -452,7 +452,7 @@ def parse_args(argv=None):
     run.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     run.add_argument("--seeds", type=parse_seeds, default=None, metavar="LIST",
                    help="train one run per seed, e.g. 1-10 or 3,7,11, and print a summary")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+    run.add_argument("--device", choices=DEVICES, default="auto",
                    help="training device (default: %(default)s: cuda, else mps, else cpu)")
     run.add_argument("--data-dir", default="./data", help="folder holding MNIST/raw; downloaded there if missing "
                                                        "(default: %(default)s)")

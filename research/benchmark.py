@@ -42,7 +42,7 @@ from tqdm import tqdm
 import mnist
 import train
 from batch import provenance
-from device import device_name
+from device import DEVICES, device_name
 from checkpoint import rng_states, set_rng_states
 from errors import Fail, exit_status
 from model import MaxPool2d
@@ -104,7 +104,7 @@ def main(argv=None):
 def parse_args(argv):
     p = train.ArgumentParser(prog="python -m research.benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="./data")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--epochs", type=int, default=3,
                    help=f"epochs per pipeline, 1 to {train.Recipe.epochs} (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="classic DataLoader workers (default: %(default)s)")

@@ -38,7 +38,7 @@ import plots
 import rundir
 import train
 from batch import seed_runs
-from device import device_name
+from device import DEVICES, PRECISIONS, device_name
 from errors import Fail, exit_status
 
 # heartbeats, the retry callback and the matplotlib plots are "experimental" to Optuna: stable in use here
@@ -110,7 +110,7 @@ def parse_args(argv=None):
                    help="train K copies of the network per seed, side by side (train.py --copies): each trial is "
                         "scored on seeds x K networks; on a GPU a seed costs about one run (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=train.Recipe.epochs, help="epochs per run (default: %(default)s)")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="of every run; auto is resolved on this machine, and a study keeps one precision "
                         "(default: %(default)s)")
     p.add_argument("--validation", type=int, default=VALIDATION, metavar="N",
@@ -119,7 +119,7 @@ def parse_args(argv=None):
                    help="an Optuna RDB storage shared by several machines, e.g. postgresql+psycopg://user:password@"
                         "host/db (default: the journal file OUT_DIR/sweep.journal, for the processes of one machine)")
     p.add_argument("--study-name", default="mnist-recipe", help="study to run or join (default: %(default)s)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="(default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="(default: %(default)s)")
     p.add_argument("--no-prune", action="store_true", help="train every trial on every seed")
     p.add_argument("--report", action="store_true", help="only write sweep.md and the plots from the stored trials")
     p.add_argument("--confirm", type=int, default=0, metavar="K",
